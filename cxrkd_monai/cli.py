@@ -1,0 +1,30 @@
+"""The ``cxrkd`` command line (built with fire).
+
+Subcommands import their implementation lazily so that ``cxrkd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import fire
+
+
+def phantom(output_dir: str, num_patients: int = 200, seed: int = 0, **options):
+    """Generate the synthetic (demo/test only) chest radiograph dataset with reports and fracture boxes."""
+    from cxrkd_monai.data.phantom import generate_phantom_dataset
+
+    return generate_phantom_dataset(output_dir=output_dir, num_patients=num_patients, seed=seed, **options)
+
+
+def demo(output_dir: str = "demo_output", **options):
+    """Run the main job: generate data, train/evaluate/infer both bundles, print the results."""
+    from cxrkd_monai.demo import run_demo
+
+    return run_demo(output_dir=output_dir, **options)
+
+
+def main() -> None:
+    fire.Fire({"phantom": phantom, "demo": demo})
+
+
+if __name__ == "__main__":
+    main()
