@@ -1,0 +1,1 @@
+from .datalist import load_class_names, load_datalist

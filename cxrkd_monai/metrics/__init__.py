@@ -1,0 +1,1 @@
+from .auroc import MultiLabelAUROC, MultiLabelAUROCMetric, per_class_auroc

@@ -1,0 +1,2 @@
+from .geometry import LetterboxGeometry, Letterboxd
+from .validation import ValidateVKDItemd

@@ -1,0 +1,101 @@
+"""The VKD training engine: a MONAI ``SupervisedTrainer`` whose iteration also reads the report text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+
+__all__ = ["VKDTrainer"]
+
+
+class VKDTrainer(SupervisedTrainer):
+    """Trains :class:`~cxrkd_monai.networks.VKDNet` with report text as privileged information.
+
+    Each iteration takes a dictionary batch with ``image`` ``(B, 1, W, H)``, ``label`` ``(B, C)``, the
+    report strings under ``report_key`` and, optionally, ``label_mask`` ``(B, C)`` (1 = observed label).
+    The text features ``(B, T)`` come from ``text_encoder`` (usually a
+    :class:`~cxrkd_monai.data.TextEmbeddingCache`, so a frozen encoder runs once per unique report); the
+    network's training path gives prior and posterior statistics and logits; ``loss_function`` is a
+    :class:`~cxrkd_monai.losses.VKDLoss` returning its terms.
+
+    With ``text_encoder=None`` the text path is off and the same network and head are trained image-only
+    on the prior path: this is the baseline.
+
+    ``engine.state.output`` holds ``image``, ``label``, ``pred`` (prior-path probabilities, ``(B, C)``),
+    ``loss`` and each loss term (``bce_posterior``, ``kl``, ``bce_prior``) as floats for the handlers.
+    The output is not decollated by default (training has no per-item post-processing).
+
+    Args:
+        text_encoder: maps a list of B report strings to a ``(B, T)`` tensor; ``None`` switches text off.
+        report_key: batch key of the report strings.
+        num_train_samples: Monte Carlo samples of z per image in the training loss.
+        amp_dtype: autocast dtype when ``amp=True`` (``torch.bfloat16`` also works on CPU).
+        args, kwargs: passed to ``SupervisedTrainer``.
+    """
+
+    def __init__(
+        self,
+        *args,
+        text_encoder: Callable[[Sequence[str]], torch.Tensor] | None = None,
+        report_key: str = "report",
+        num_train_samples: int = 1,
+        amp_dtype: torch.dtype = torch.float16,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("decollate", False)
+        super().__init__(*args, **kwargs)
+        if num_train_samples < 1:
+            raise ValueError(f"num_train_samples must be >= 1, got {num_train_samples}.")
+        self.text_encoder = text_encoder
+        self.report_key = report_key
+        self.num_train_samples = num_train_samples
+        self.amp_dtype = amp_dtype
+
+    def _text_features(self, batchdata: dict) -> torch.Tensor | None:
+        if self.text_encoder is None:
+            return None
+        if self.report_key not in batchdata:
+            raise KeyError(f"VKD training batch has no '{self.report_key}' key (keys: {sorted(batchdata)}).")
+        reports = list(batchdata[self.report_key])
+        return self.text_encoder(reports).to(self.state.device, non_blocking=self.non_blocking)
+
+    def _iteration(self, engine: VKDTrainer, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
+        mask = batchdata.get("label_mask")
+        if mask is not None:
+            mask = mask.to(engine.state.device, non_blocking=engine.non_blocking)
+        text_features = engine._text_features(batchdata)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        device_type = torch.device(engine.state.device).type
+        with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
+            outputs = engine.network(
+                inputs, text_features=text_features, num_samples=engine.num_train_samples, return_training_outputs=True
+            )
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            terms = engine.loss_function(outputs, targets.float(), mask)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss = terms["loss"]
+        if engine.amp and engine.scaler is not None:
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+
+        engine.state.output[Keys.PRED] = torch.sigmoid(outputs.prior_logits.detach().float()).mean(dim=0)
+        engine.state.output[Keys.LOSS] = loss.detach()
+        engine.state.output.update({name: float(value) for name, value in terms.items() if name != "loss"})
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

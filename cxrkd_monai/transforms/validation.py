@@ -1,0 +1,54 @@
+"""Checks on datalist items that fail early and name the offending file and key."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+from monai.transforms import Transform
+
+__all__ = ["ValidateVKDItemd"]
+
+
+class ValidateVKDItemd(Transform):
+    """Checks one VKD datalist item before it is loaded.
+
+    - ``label_key`` must hold ``num_classes`` values, each 0 or 1 (NaN allowed where ``label_mask`` is 0);
+    - with ``report_key`` set (training), the report must be a non-empty string.
+
+    Errors name the item's image file and the key. Put it first in the transform chain, while ``image`` is
+    still a path.
+
+    Args:
+        num_classes: expected label length C.
+        label_key: key of the label vector.
+        report_key: key of the report text, or ``None`` when text is not used (inference, the baseline).
+        image_key: key naming the item in errors.
+    """
+
+    def __init__(
+        self, num_classes: int, label_key: str = "label", report_key: str | None = "report", image_key: str = "image"
+    ) -> None:
+        self.num_classes = num_classes
+        self.label_key = label_key
+        self.report_key = report_key
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
+        source = str(data.get(self.image_key, "<no image key>"))
+        if self.label_key in data:
+            label = np.asarray(data[self.label_key], dtype=np.float64).reshape(-1)
+            if label.size != self.num_classes:
+                raise ValueError(
+                    f"{source}: '{self.label_key}' has {label.size} values, expected {self.num_classes} "
+                    "(one per class in class_names)."
+                )
+            mask = np.asarray(data.get("label_mask", np.ones_like(label)), dtype=np.float64).reshape(-1)
+            observed = label[mask > 0.5]
+            if not np.all(np.isin(observed, (0.0, 1.0))):
+                raise ValueError(f"{source}: '{self.label_key}' must hold 0/1 values, got {label.tolist()}.")
+        if self.report_key is not None:
+            report = data.get(self.report_key)
+            if not isinstance(report, str) or not report.strip():
+                raise ValueError(f"{source}: '{self.report_key}' is missing or empty; VKD training needs the report.")
+        return data
