@@ -1,2 +1,2 @@
-from .geometry import LetterboxGeometry, Letterboxd
+from .geometry import Letterboxd, LetterboxGeometry
 from .validation import ValidateVKDItemd
