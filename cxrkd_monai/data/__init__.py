@@ -1,1 +1,2 @@
 from .datalist import load_class_names, load_datalist
+from .collate import collate_with_annotations

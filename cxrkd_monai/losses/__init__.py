@@ -1,0 +1,1 @@
+from .aals import LabelSharpening, asymmetric_label_sharpening

@@ -1,0 +1,1 @@
+from .fracture_fpn import FractureFPN

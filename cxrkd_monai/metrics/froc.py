@@ -1,0 +1,263 @@
+"""Detections from probability maps, and the FROC of those detections against boxes and points.
+
+Localisation is scored the way the fracture papers do it: the detections of a map are its local maxima
+(max-pooling non-maximum suppression) above a low threshold; a detection is a true positive if it falls
+inside a ground-truth box, or within ``point_radius`` of a ground-truth point, of its fracture type; each
+lesion counts once. The curve and the score come from :mod:`monai.metrics.froc`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
+from scipy import ndimage
+
+__all__ = ["FROCMetric", "find_peaks", "froc_curve_rows", "peaks_to_grid"]
+
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def find_peaks(
+    prob_map: torch.Tensor | np.ndarray,
+    threshold: float = 0.05,
+    nms_kernel_size: int = 3,
+    max_peaks: int = 20,
+) -> list[np.ndarray]:
+    """Local maxima of each class map, by max-pooling non-maximum suppression.
+
+    A pixel is a peak if it equals the maximum of its ``nms_kernel_size`` neighbourhood and exceeds
+    ``threshold``. Neighbouring peak pixels form a plateau of one value; a plateau yields a single
+    detection at its centroid, so a flat-topped blob is not counted several times.
+
+    Args:
+        prob_map: probabilities ``(K, *S)`` of one image.
+        threshold: minimum score of a detection (exclusive).
+        nms_kernel_size: odd side of the suppression neighbourhood, in map pixels.
+        max_peaks: detections kept per class, the highest-scoring ones.
+
+    Returns:
+        one float64 array per class, ``(N, D + 1)``: map-index coordinates (axis order of ``S``) then the
+        score, sorted by decreasing score.
+
+    Example::
+
+        >>> prob = torch.zeros(1, 8, 8)
+        >>> prob[0, 2, 5] = 0.75
+        >>> find_peaks(prob)
+        [array([[2.  , 5.  , 0.75]])]
+    """
+    if nms_kernel_size < 1 or nms_kernel_size % 2 == 0:
+        raise ValueError(f"nms_kernel_size must be a positive odd integer, got nms_kernel_size={nms_kernel_size}.")
+    prob = torch.as_tensor(prob_map).detach().to(device="cpu", dtype=torch.float64)
+    dims = prob.ndim - 1
+    if dims not in _MAX_POOL:
+        raise ValueError(f"prob_map must have shape (K, *spatial) with 1-3 spatial axes, got {tuple(prob.shape)}.")
+    pooled = _MAX_POOL[dims](prob[None], nms_kernel_size, stride=1, padding=nms_kernel_size // 2)[0]
+    peak_mask = ((prob == pooled) & (prob > threshold)).numpy()
+    values = prob.numpy()
+    peaks = []
+    for class_mask, class_values in zip(peak_mask, values):
+        labels, count = ndimage.label(class_mask, structure=np.ones((3,) * dims))
+        if count == 0:
+            peaks.append(np.zeros((0, dims + 1)))
+            continue
+        index = np.arange(1, count + 1)
+        centres = np.asarray(ndimage.center_of_mass(class_mask, labels, index), dtype=np.float64).reshape(count, dims)
+        scores = np.asarray(ndimage.maximum(class_values, labels, index), dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")[:max_peaks]
+        peaks.append(np.column_stack([centres[order], scores[order]]))
+    return peaks
+
+
+def peaks_to_grid(peaks: np.ndarray | Sequence[np.ndarray], output_stride: int) -> np.ndarray | list[np.ndarray]:
+    """Map peak coordinates from map indices to network-grid pixels, ``(m + 0.5) * output_stride``.
+
+    Args:
+        peaks: one ``(N, D + 1)`` array of ``[coords..., score]``, or a list of them (one per class).
+        output_stride: grid pixels per map pixel.
+
+    Returns:
+        the same structure, coordinates in grid pixels and scores unchanged.
+    """
+    if isinstance(peaks, np.ndarray):
+        mapped = np.array(peaks, dtype=np.float64)
+        mapped[:, :-1] = (mapped[:, :-1] + 0.5) * output_stride
+        return mapped
+    return [peaks_to_grid(np.asarray(class_peaks), output_stride) for class_peaks in peaks]
+
+
+class FROCMetric:
+    """Free-response ROC of point detections against lesion boxes and points, per fracture type.
+
+    Feed one image at a time with :meth:`update`, in original pixels:
+
+        - ``detections``: per class a ``(N, D + 1)`` array ``[coords..., score]`` with positive scores;
+        - ``boxes``: ``(M, 2D + 1)`` ``[x1, y1, x2, y2, class_index]``;
+        - ``points``: ``(M, D + 1)`` ``[x, y, class_index]``.
+
+    Lesions of one class in one image are its boxes, or, where the image has no box of that class, its
+    points (validation items carry both for the same fractures, and the boxes are the finer truth). A
+    detection hits a box when it lies inside it (borders included) and a point when it lies within
+    ``point_radius``. Detections are matched in order of decreasing score: a detection hitting a lesion
+    not yet found is that lesion's true positive (the nearest such lesion when it hits several), one that
+    only hits lesions already found is ignored, and one that hits no lesion is a false positive.
+
+    :meth:`compute` returns, per class name:
+
+        - ``fps_per_image`` and ``sensitivity``: the FROC curve from
+          :func:`monai.metrics.froc.compute_froc_curve_data`, one point per detection score;
+        - ``sensitivity_at``: ``{fp rate: sensitivity}`` interpolated at ``fp_per_image``;
+        - ``score``: their mean, :func:`monai.metrics.froc.compute_froc_score`;
+        - ``num_lesions`` and ``num_images``.
+
+    With no lesion of a class the sensitivities and the score are NaN.
+
+    Args:
+        num_classes: fracture types.
+        class_names: names of the types, the keys of the result; ``"0"``, ``"1"``, ... by default.
+        fp_per_image: false-positive rates at which the score averages the sensitivity (a design choice,
+            stated in the bundle metadata).
+        point_radius: hit radius around a ground-truth point, in original pixels.
+        spatial_dims: ``D``, the coordinates of a detection.
+
+    Example::
+
+        >>> metric = FROCMetric(num_classes=2, class_names=["rib_fracture", "clavicle_fracture"])
+        >>> for detections, boxes, points in images:
+        ...     metric.update(detections, boxes, points)
+        >>> metric.compute()["rib_fracture"]["score"]
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+        fp_per_image: Sequence[float] = (0.125, 0.25, 0.5, 1, 2, 4, 8),
+        point_radius: float = 10.0,
+        spatial_dims: int = 2,
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got num_classes={num_classes}.")
+        class_names = [str(k) for k in range(num_classes)] if class_names is None else list(class_names)
+        if len(class_names) != num_classes:
+            raise ValueError(f"class_names {class_names} must have num_classes={num_classes} entries.")
+        if len(fp_per_image) == 0 or any(rate <= 0 for rate in fp_per_image):
+            raise ValueError(f"fp_per_image must be positive rates, got fp_per_image={tuple(fp_per_image)}.")
+        if point_radius <= 0:
+            raise ValueError(f"point_radius must be positive, got point_radius={point_radius}.")
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.fp_per_image = tuple(fp_per_image)
+        self.point_radius = point_radius
+        self.spatial_dims = spatial_dims
+        self.reset()
+
+    def reset(self) -> None:
+        self._fp_probs: list[list[float]] = [[] for _ in range(self.num_classes)]
+        self._tp_probs: list[list[float]] = [[] for _ in range(self.num_classes)]
+        self._num_images = 0
+
+    def update(
+        self,
+        detections: Sequence[np.ndarray | torch.Tensor],
+        boxes: np.ndarray | torch.Tensor | None = None,
+        points: np.ndarray | torch.Tensor | None = None,
+    ) -> None:
+        """Match the detections of one image against its lesions (all in original pixels)."""
+        if len(detections) != self.num_classes:
+            raise ValueError(f"detections must hold one array per class ({self.num_classes}), got {len(detections)}.")
+        dims = self.spatial_dims
+        boxes = self._as_rows(boxes, 2 * dims + 1, "boxes", class_column=True)
+        points = self._as_rows(points, dims + 1, "points", class_column=True)
+        for channel, class_detections in enumerate(detections):
+            found = self._as_rows(class_detections, dims + 1, f"detections[{channel}]", class_column=False)
+            class_boxes = boxes[boxes[:, -1] == channel, :-1]
+            if len(class_boxes):
+                centres = (class_boxes[:, :dims] + class_boxes[:, dims:]) / 2
+                inside = (found[:, None, :dims] >= class_boxes[None, :, :dims]) & (
+                    found[:, None, :dims] <= class_boxes[None, :, dims:]
+                )
+                hits = inside.all(axis=-1)
+            else:
+                centres = points[points[:, -1] == channel, :-1]
+                hits = np.linalg.norm(found[:, None, :dims] - centres[None], axis=-1) <= self.point_radius
+            self._match(channel, found, hits, centres)
+        self._num_images += 1
+
+    def _match(self, channel: int, found: np.ndarray, hits: np.ndarray, centres: np.ndarray) -> None:
+        dims = centres.shape[-1]
+        lesion_scores = np.zeros(len(centres))
+        lesion_found = np.zeros(len(centres), dtype=bool)
+        for index in np.argsort(-found[:, -1], kind="stable"):
+            coords, score = found[index, :dims], found[index, -1]
+            candidates = np.flatnonzero(hits[index] & ~lesion_found)
+            if len(candidates):
+                nearest = candidates[np.argmin(np.linalg.norm(centres[candidates] - coords, axis=-1))]
+                lesion_found[nearest] = True
+                lesion_scores[nearest] = score
+            elif not hits[index].any():
+                self._fp_probs[channel].append(float(score))
+        self._tp_probs[channel].extend(lesion_scores.tolist())
+
+    def compute(self) -> dict[str, dict[str, Any]]:
+        """The FROC curve, the interpolated sensitivities and the score of each class."""
+        results = {}
+        for channel, name in enumerate(self.class_names):
+            tp_probs = np.asarray(self._tp_probs[channel], dtype=np.float64)
+            num_lesions = len(tp_probs)
+            if num_lesions == 0 or self._num_images == 0:
+                fps_per_image, sensitivity = np.zeros(0), np.zeros(0)
+                sensitivity_at = dict.fromkeys(self.fp_per_image, float("nan"))
+                score = float("nan")
+            else:
+                # MONAI's curve skips the lowest score (in CAMELYON the 0 of a missed lesion); a zero
+                # false-positive score below every real one makes every detection score an operating point.
+                fp_probs = np.asarray([*self._fp_probs[channel], 0.0], dtype=np.float64)
+                fps_per_image, sensitivity = compute_froc_curve_data(
+                    fp_probs, tp_probs, num_targets=num_lesions, num_images=self._num_images
+                )
+                interpolated = np.interp(self.fp_per_image, fps_per_image[::-1], sensitivity[::-1])
+                sensitivity_at = {rate: float(sens) for rate, sens in zip(self.fp_per_image, interpolated)}
+                score = float(compute_froc_score(fps_per_image, sensitivity, eval_thresholds=self.fp_per_image))
+            results[name] = {
+                "fps_per_image": fps_per_image,
+                "sensitivity": sensitivity,
+                "sensitivity_at": sensitivity_at,
+                "score": score,
+                "num_lesions": num_lesions,
+                "num_images": self._num_images,
+            }
+        return results
+
+    def _as_rows(
+        self, values: np.ndarray | torch.Tensor | None, width: int, key: str, class_column: bool
+    ) -> np.ndarray:
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        rows = np.zeros((0, width)) if values is None else np.asarray(values, dtype=np.float64)
+        rows = rows.reshape(0, width) if rows.size == 0 else rows
+        if rows.ndim != 2 or rows.shape[1] != width:
+            raise ValueError(f"'{key}' must have shape (N, {width}), got shape {rows.shape}.")
+        if not class_column:
+            return rows
+        bad = rows[(rows[:, -1] < 0) | (rows[:, -1] >= self.num_classes) | (rows[:, -1] % 1 != 0), -1]
+        if len(bad):
+            raise ValueError(f"'{key}' has class index {bad[0]}, outside [0, {self.num_classes}).")
+        return rows
+
+
+def froc_curve_rows(result: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten :meth:`FROCMetric.compute` output into CSV rows, one per curve point and class.
+
+    Each row holds ``class``, ``fps_per_image`` and ``sensitivity``, ready for ``csv.DictWriter``.
+    """
+    return [
+        {"class": name, "fps_per_image": float(fps), "sensitivity": float(sens)}
+        for name, curve in result.items()
+        for fps, sens in zip(curve["fps_per_image"], curve["sensitivity"])
+    ]

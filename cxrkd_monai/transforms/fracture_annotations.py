@@ -1,0 +1,150 @@
+"""Validate the fracture annotations of a datalist item and turn them into arrays and tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+
+__all__ = ["SUBSETS", "EncodeFractureAnnotationsd"]
+
+#: The data sets of the AALS method, in the order of their ``subset_index``: region-annotated,
+#: record-positive without regions, record-negative.
+SUBSETS = ("D_R", "D_P", "D_N")
+
+
+class EncodeFractureAnnotationsd(MapTransform):
+    """Check one fracture item against its loaded image and encode its annotations numerically.
+
+    Runs after the image is loaded (``(C, W, H)``, original pixels) and before ``Letterboxd``. From a
+    datalist item such as::
+
+        {"image": "images/p0001_s01.png", "image_label": [1, 0], "subset": "D_R",
+         "boxes": [[x1, y1, x2, y2, "rib_fracture"]], "points": [[x, y, "rib_fracture"]]}
+
+    it produces
+
+        - ``boxes``: float64 ``(N, 5)``, ``[x1, y1, x2, y2, class_index]`` (``(0, 5)`` when absent);
+        - ``points``: float64 ``(N, 3)``, ``[x, y, class_index]`` (``(0, 3)`` when absent);
+        - ``image_label``: float32 tensor ``(K,)``;
+        - ``subset_index``: int64 scalar tensor, the position of ``subset`` in ``("D_R", "D_P", "D_N")``;
+          ``subset`` itself is kept.
+
+    Items without ``image_label`` or ``subset`` (e.g. inference items) pass through without those
+    outputs. Every error names the image file and the offending key: an unknown class name, a box or
+    point outside the image, a box with ``x2 <= x1`` or ``y2 <= y1``, a ``D_R`` item without boxes or
+    points, an ``image_label`` of the wrong length, or an unknown subset.
+
+    Args:
+        class_names: fracture types, in the order of ``image_label`` and of the output maps.
+        image_key: key of the loaded image, which gives the spatial size and the file name.
+        box_key: key of the boxes.
+        point_key: key of the points.
+        subset_key: key of the subset name.
+        label_key: key of the image-level labels.
+
+    Example::
+
+        >>> encode = EncodeFractureAnnotationsd(class_names=["rib_fracture", "clavicle_fracture"])
+        >>> item = encode({"image": torch.zeros(1, 64, 48), "subset": "D_R", "image_label": [1, 0],
+        ...                "boxes": [[10, 12, 20, 30, "rib_fracture"]]})
+        >>> item["boxes"], item["subset_index"]
+        (array([[10., 12., 20., 30.,  0.]]), tensor(0))
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        image_key: str = "image",
+        box_key: str = "boxes",
+        point_key: str = "points",
+        subset_key: str = "subset",
+        label_key: str = "image_label",
+    ) -> None:
+        super().__init__(keys=[box_key, point_key], allow_missing_keys=True)
+        if len(class_names) == 0 or len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names must be non-empty and unique, got class_names={list(class_names)}.")
+        self.class_names = list(class_names)
+        self.image_key = image_key
+        self.box_key = box_key
+        self.point_key = point_key
+        self.subset_key = subset_key
+        self.label_key = label_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d[self.image_key]
+        source = self._source_name(d)
+        size = np.asarray(image.shape[1:], dtype=np.float64)
+        d[self.box_key] = self._encode_boxes(d.get(self.box_key), size, source)
+        d[self.point_key] = self._encode_points(d.get(self.point_key), size, source)
+        if self.label_key in d:
+            label = torch.as_tensor(np.asarray(d[self.label_key], dtype=np.float32)).reshape(-1)
+            if label.numel() != len(self.class_names):
+                raise ValueError(
+                    f"{source}: '{self.label_key}' has {label.numel()} entries, expected one per class "
+                    f"{self.class_names}."
+                )
+            d[self.label_key] = label
+        if self.subset_key in d:
+            subset = d[self.subset_key]
+            if subset not in SUBSETS:
+                raise ValueError(f"{source}: '{self.subset_key}' must be one of {SUBSETS}, got {subset!r}.")
+            if subset == "D_R" and len(d[self.box_key]) + len(d[self.point_key]) == 0:
+                raise ValueError(
+                    f"{source}: a 'D_R' item needs at least one entry under '{self.box_key}' or "
+                    f"'{self.point_key}', got none."
+                )
+            d[f"{self.subset_key}_index"] = torch.tensor(SUBSETS.index(subset), dtype=torch.int64)
+        return d
+
+    def _source_name(self, d: Mapping[Hashable, Any]) -> str:
+        image = d[self.image_key]
+        meta = getattr(image, "meta", None) or d.get(f"{self.image_key}_meta_dict") or {}
+        name = meta.get("filename_or_obj")
+        return f"image '{name}'" if name else f"item with '{self.image_key}' of shape {tuple(image.shape)}"
+
+    def _class_index(self, name: Any, key: str, source: str) -> int:
+        if name not in self.class_names:
+            raise ValueError(f"{source}: '{key}' has unknown class {name!r}; valid classes are {self.class_names}.")
+        return self.class_names.index(name)
+
+    def _encode_boxes(self, boxes: Any, size: np.ndarray, source: str) -> np.ndarray:
+        dims = len(size)
+        encoded = np.zeros((0, 2 * dims + 1), dtype=np.float64)
+        for box in boxes if boxes is not None else []:
+            if len(box) != 2 * dims + 1:
+                raise ValueError(
+                    f"{source}: '{self.box_key}' entries must be [x1, y1, x2, y2, class], got {list(box)}."
+                )
+            corners = np.asarray(box[: 2 * dims], dtype=np.float64)
+            low, high = corners[:dims], corners[dims:]
+            if np.any(high <= low):
+                raise ValueError(f"{source}: '{self.box_key}' entry {list(box)} has x2 <= x1 or y2 <= y1.")
+            if np.any(low < 0) or np.any(high > size):
+                raise ValueError(
+                    f"{source}: '{self.box_key}' entry {list(box)} lies outside the image of size "
+                    f"{tuple(int(s) for s in size)}."
+                )
+            row = np.append(corners, self._class_index(box[-1], self.box_key, source))
+            encoded = np.vstack([encoded, row])
+        return encoded
+
+    def _encode_points(self, points: Any, size: np.ndarray, source: str) -> np.ndarray:
+        dims = len(size)
+        encoded = np.zeros((0, dims + 1), dtype=np.float64)
+        for point in points if points is not None else []:
+            if len(point) != dims + 1:
+                raise ValueError(f"{source}: '{self.point_key}' entries must be [x, y, class], got {list(point)}.")
+            coords = np.asarray(point[:dims], dtype=np.float64)
+            if np.any(coords < 0) or np.any(coords > size):
+                raise ValueError(
+                    f"{source}: '{self.point_key}' entry {list(point)} lies outside the image of size "
+                    f"{tuple(int(s) for s in size)}."
+                )
+            row = np.append(coords, self._class_index(point[-1], self.point_key, source))
+            encoded = np.vstack([encoded, row])
+        return encoded
