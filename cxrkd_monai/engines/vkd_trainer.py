@@ -8,8 +8,28 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
+from torch import nn
 
-__all__ = ["VKDTrainer"]
+from cxrkd_monai.networks.vkd import VKDNet, VKDOutput
+
+__all__ = ["VKDTrainer", "VKDTrainingStep"]
+
+
+class VKDTrainingStep(nn.Module):
+    """Exposes :meth:`VKDNet.forward_train` as ``forward``.
+
+    ``DistributedDataParallel`` synchronises gradients only for calls to the wrapped module's
+    ``forward``, so multi-GPU training wraps this adapter (``wrap_ddp(VKDTrainingStep(net), device)``)
+    rather than the network, whose ``forward`` is the image-only inference path. Parameters are shared
+    with ``network``; checkpoints and evaluators keep using ``network`` itself.
+    """
+
+    def __init__(self, network: VKDNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor, text_features: torch.Tensor | None, num_samples: int = 1) -> VKDOutput:
+        return self.network.forward_train(image, text_features, num_samples=num_samples)
 
 
 class VKDTrainer(SupervisedTrainer):
@@ -21,6 +41,9 @@ class VKDTrainer(SupervisedTrainer):
     :class:`~cxrkd_monai.data.TextEmbeddingCache`, so a frozen encoder runs once per unique report); the
     network's training path gives prior and posterior statistics and logits; ``loss_function`` is a
     :class:`~cxrkd_monai.losses.VKDLoss` returning its terms.
+
+    ``network`` is the :class:`~cxrkd_monai.networks.VKDNet`, or under DDP the
+    ``DistributedDataParallel`` wrapping a :class:`VKDTrainingStep` of it.
 
     With ``text_encoder=None`` the text path is off and the same network and head are trained image-only
     on the prior path: this is the baseline.
@@ -50,6 +73,10 @@ class VKDTrainer(SupervisedTrainer):
         super().__init__(*args, **kwargs)
         if num_train_samples < 1:
             raise ValueError(f"num_train_samples must be >= 1, got {num_train_samples}.")
+        is_step = isinstance(self.network, VKDTrainingStep) or isinstance(
+            getattr(self.network, "module", None), VKDTrainingStep
+        )
+        self.training_step = self.network if is_step else VKDTrainingStep(self.network)
         self.text_encoder = text_encoder
         self.report_key = report_key
         self.num_train_samples = num_train_samples
@@ -77,9 +104,7 @@ class VKDTrainer(SupervisedTrainer):
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         device_type = torch.device(engine.state.device).type
         with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
-            outputs = engine.network(
-                inputs, text_features=text_features, num_samples=engine.num_train_samples, return_training_outputs=True
-            )
+            outputs = engine.training_step(inputs, text_features, engine.num_train_samples)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = engine.loss_function(outputs, targets.float(), mask)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -1,0 +1,113 @@
+"""Per-image fracture predictions: image-level probabilities, detections and probability maps on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import NibabelWriter
+
+from cxrkd_monai.engines.fracture_detections import detect_in_original_pixels
+from cxrkd_monai.transforms.geometry import LetterboxGeometry
+
+__all__ = ["FracturePredictionRecorder"]
+
+
+class FracturePredictionRecorder:
+    """``record_fn`` for :class:`~cxrkd_monai.engines.writers.PredictionWriter` in fracture inference.
+
+    For each image of a batch it returns one record::
+
+        {"image": "<path>", "rib_fracture_probability": 0.93, "clavicle_fracture_probability": 0.02,
+         "detections": [{"class": "rib_fracture", "x": 412.5, "y": 230.0, "score": 0.93}, ...],
+         "probability_map": "<output_dir>/maps/<image stem>_prob.nii.gz"}
+
+    The image-level probability of a type is the maximum of its map. Detections are the map's peaks, in
+    original-image pixels (x = column, y = row, continuous coordinates). The probability map is cropped out of
+    the letterbox padding, resized to the original image size and written by MONAI's :class:`NibabelWriter` as
+    NIfTI ``(W, H, 1, K)`` (a singleton z axis, then one channel per type), in the axis order of the loaded
+    image, so it overlays the input directly.
+
+    Args:
+        class_names: the K fracture types, in map-channel order.
+        output_dir: folder of the ``maps/`` subfolder; ``None`` skips writing maps.
+        peak_threshold, nms_kernel_size, max_peaks: detection settings, see
+            :func:`~cxrkd_monai.metrics.froc.find_peaks`.
+        pred_key, image_key, geometry_key: keys of the probability maps in ``engine.state.output`` and of the
+            image (its ``filename_or_obj`` metadata names the record) and geometry in ``engine.state.batch``.
+
+    Input: ``batch`` with ``image`` (a collated MetaTensor) and ``geometry`` ``(B, 4, D)``; ``output`` with
+    ``pred`` probabilities ``(B, K, *S')`` (apply the sigmoid in the evaluator's postprocessing).
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        output_dir: str | None = None,
+        peak_threshold: float = 0.05,
+        nms_kernel_size: int = 3,
+        max_peaks: int = 20,
+        pred_key: str = "pred",
+        image_key: str = "image",
+        geometry_key: str = "geometry",
+    ) -> None:
+        self.class_names = list(class_names)
+        self.map_dir = None if output_dir is None else Path(output_dir) / "maps"
+        self.peak_threshold = peak_threshold
+        self.nms_kernel_size = nms_kernel_size
+        self.max_peaks = max_peaks
+        self.pred_key = pred_key
+        self.image_key = image_key
+        self.geometry_key = geometry_key
+
+    def __call__(self, batch: dict[str, Any], output: dict[str, Any]) -> list[dict]:
+        prob_maps = torch.as_tensor(output[self.pred_key]).detach().float().cpu()
+        if prob_maps.shape[1] != len(self.class_names):
+            raise ValueError(
+                f"FracturePredictionRecorder: maps have {prob_maps.shape[1]} channels, "
+                f"class_names has {len(self.class_names)}."
+            )
+        if self.geometry_key not in batch:
+            raise KeyError(f"FracturePredictionRecorder: batch has no '{self.geometry_key}'; apply Letterboxd.")
+        names = self._image_names(batch)
+        records = []
+        for name, prob_map, packed_geometry in zip(names, prob_maps, batch[self.geometry_key]):
+            geometry = LetterboxGeometry.from_tensor(torch.as_tensor(packed_geometry).cpu())
+            record: dict[str, Any] = {"image": name}
+            image_probability = prob_map.flatten(1).amax(dim=1)
+            for class_name, probability in zip(self.class_names, image_probability.tolist()):
+                record[f"{class_name}_probability"] = probability
+            detections = detect_in_original_pixels(
+                prob_map, geometry, self.peak_threshold, self.nms_kernel_size, self.max_peaks
+            )
+            record["detections"] = [
+                {"class": class_name, **dict(zip(("x", "y", "z"), peak[:-1].tolist())), "score": float(peak[-1])}
+                for class_name, class_peaks in zip(self.class_names, detections)
+                for peak in class_peaks
+            ]
+            if self.map_dir is not None:
+                record["probability_map"] = str(self._write_map(name, geometry.grid_to_original_image(prob_map)))
+            records.append(record)
+        return records
+
+    def _image_names(self, batch: dict[str, Any]) -> list[str]:
+        image = batch[self.image_key]
+        names = getattr(image, "meta", {}).get("filename_or_obj")
+        if names is None:
+            raise KeyError(
+                f"FracturePredictionRecorder: batch '{self.image_key}' carries no 'filename_or_obj' metadata; "
+                "load images with LoadImaged(image_only=True) so records can name their files."
+            )
+        return [str(n) for n in ([names] if isinstance(names, str) else names)]
+
+    def _write_map(self, image_name: str, prob_map: torch.Tensor) -> Path:
+        path = self.map_dir / f"{Path(image_name).name.split('.')[0]}_prob.nii.gz"
+        self.map_dir.mkdir(parents=True, exist_ok=True)
+        writer = NibabelWriter(output_dtype=np.float32)
+        writer.set_data_array(prob_map.clamp(0.0, 1.0), channel_dim=0)
+        writer.set_metadata({"affine": np.eye(4), "original_affine": np.eye(4)}, resample=False)
+        writer.write(str(path), verbose=False)
+        return path

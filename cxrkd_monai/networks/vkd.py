@@ -1,0 +1,222 @@
+"""Variational knowledge distillation (VKD) network: an image classifier with a text-conditioned latent.
+
+The latent ``z`` has an image-only prior ``p(z|x)`` and, during training, a posterior ``q(z|x,t)`` that also
+sees the report text feature ``h_t``. A shared classifier reads ``[z ; h_x]``. Training pulls the prior
+toward the posterior (see :class:`cxrkd_monai.losses.vkd.VKDLoss`), so at inference the image alone
+suffices: the network holds no text encoder, and :meth:`VKDNet.forward` takes only the image.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from monai.networks.nets import DenseNet121, FullyConnectedNet
+from torch import Tensor, nn
+
+__all__ = ["DiagonalGaussianHead", "VKDNet", "VKDOutput"]
+
+
+class VKDOutput(NamedTuple):
+    """Everything the VKD loss needs from one training forward pass.
+
+    ``K`` is the number of Monte Carlo samples of ``z``, ``B`` the batch size, ``D`` the latent size and
+    ``C`` the number of classes. The posterior fields are ``None`` when no text features were given (the
+    image-only baseline).
+
+    Attributes:
+        prior_mu: mean of ``p(z|x)``, ``(B, D)``.
+        prior_logvar: log-variance of ``p(z|x)``, ``(B, D)``.
+        prior_logits: classifier logits for ``z ~ p(z|x)``, ``(K, B, C)``.
+        posterior_mu: mean of ``q(z|x,t)``, ``(B, D)`` or ``None``.
+        posterior_logvar: log-variance of ``q(z|x,t)``, ``(B, D)`` or ``None``.
+        posterior_logits: classifier logits for ``z ~ q(z|x,t)``, ``(K, B, C)`` or ``None``.
+    """
+
+    prior_mu: Tensor
+    prior_logvar: Tensor
+    prior_logits: Tensor
+    posterior_mu: Tensor | None = None
+    posterior_logvar: Tensor | None = None
+    posterior_logits: Tensor | None = None
+
+    @property
+    def has_posterior(self) -> bool:
+        """Whether the text-conditioned posterior was computed."""
+        return self.posterior_logits is not None
+
+
+class DiagonalGaussianHead(nn.Module):
+    """A one-hidden-layer MLP that outputs the mean and log-variance of a diagonal Gaussian.
+
+    Args:
+        in_features: size of the conditioning feature.
+        latent_dim: dimension ``D`` of the Gaussian.
+        hidden_dim: width of the hidden layer.
+
+    Input ``(B, in_features)``; output ``(mu, logvar)``, each ``(B, D)``. The standard deviation is
+    ``exp(0.5 * logvar)``.
+
+    Example::
+
+        head = DiagonalGaussianHead(in_features=1024, latent_dim=512, hidden_dim=512)
+        mu, logvar = head(torch.randn(4, 1024))  # (4, 512), (4, 512)
+    """
+
+    def __init__(self, in_features: int, latent_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.mlp = FullyConnectedNet(in_features, 2 * latent_dim, [hidden_dim])
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.mlp(features).chunk(2, dim=-1)
+        return mu, logvar
+
+
+def _densenet121_features(spatial_dims: int, in_channels: int, feature_dim: int) -> nn.Module:
+    encoder = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=feature_dim)
+    if encoder.class_layers.out.in_features == feature_dim:
+        # The pooled DenseNet feature already has the requested size: use it as h_x directly rather than
+        # through a square projection that adds parameters but no information.
+        encoder.class_layers.out = nn.Identity()
+    return encoder
+
+
+class VKDNet(nn.Module):
+    """Multi-label classifier with a latent prior ``p(z|x)`` distilled from a text posterior ``q(z|x,t)``.
+
+    ``h_x = image_encoder(image)``; the prior head maps ``h_x`` and the posterior head maps
+    ``[h_x ; h_t]`` to the mean and log-variance of a diagonal Gaussian over ``z``; the classifier maps
+    ``[z ; h_x]`` to ``C`` logits. Samples are reparameterised as ``z = mu + exp(0.5 * logvar) * eps``.
+
+    Args:
+        num_classes: number of labels ``C``.
+        image_encoder: maps ``(B, in_channels, *spatial)`` to ``(B, image_feature_dim)``. Defaults to
+            MONAI's DenseNet-121 whose pooled 1024-d feature is ``h_x`` (projected linearly when
+            ``image_feature_dim`` is not 1024). Any MONAI network with that output shape works.
+        image_feature_dim: size of ``h_x``.
+        text_feature_dim: size of ``h_t``, the text-encoder feature given to :meth:`forward_train`.
+        latent_dim: size ``D`` of ``z``.
+        hidden_dim: hidden width of the prior, posterior and classifier MLPs.
+        num_inference_samples: ``L``, the number of prior samples averaged by :meth:`forward`; 0 uses
+            ``z = mu_p`` and makes inference deterministic.
+        in_channels: image channels of the default encoder.
+        spatial_dims: spatial dimensions of the default encoder.
+
+    Shapes:
+        - :meth:`forward`: ``(B, in_channels, *spatial)`` -> probabilities ``(B, C)``.
+        - :meth:`sample_probabilities`: ``(B, in_channels, *spatial)`` -> ``(max(L, 1), B, C)``.
+        - :meth:`forward_train`: image and text features ``(B, text_feature_dim)`` -> :class:`VKDOutput`.
+
+    Example::
+
+        net = VKDNet(num_classes=14)
+        out = net.forward_train(torch.rand(2, 1, 224, 224), torch.randn(2, 384), num_samples=1)
+        probabilities = net.eval()(torch.rand(2, 1, 224, 224))  # (2, 14), image only
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_encoder: nn.Module | None = None,
+        image_feature_dim: int = 1024,
+        text_feature_dim: int = 384,
+        latent_dim: int = 512,
+        hidden_dim: int = 512,
+        num_inference_samples: int = 0,
+        in_channels: int = 1,
+        spatial_dims: int = 2,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("num_classes", num_classes),
+            ("image_feature_dim", image_feature_dim),
+            ("text_feature_dim", text_feature_dim),
+            ("latent_dim", latent_dim),
+            ("hidden_dim", hidden_dim),
+            ("in_channels", in_channels),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        if num_inference_samples < 0:
+            raise ValueError(f"num_inference_samples must be >= 0, got {num_inference_samples}.")
+        self.num_classes = num_classes
+        self.image_feature_dim = image_feature_dim
+        self.text_feature_dim = text_feature_dim
+        self.latent_dim = latent_dim
+        self.num_inference_samples = num_inference_samples
+        if image_encoder is None:
+            image_encoder = _densenet121_features(spatial_dims, in_channels, image_feature_dim)
+        self.image_encoder = image_encoder
+        self.prior = DiagonalGaussianHead(image_feature_dim, latent_dim, hidden_dim)
+        self.posterior = DiagonalGaussianHead(image_feature_dim + text_feature_dim, latent_dim, hidden_dim)
+        self.classifier = FullyConnectedNet(latent_dim + image_feature_dim, num_classes, [hidden_dim])
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Image-only class probabilities ``(B, C)``, averaged over ``num_inference_samples`` prior draws."""
+        return self.sample_probabilities(image, self.num_inference_samples).mean(dim=0)
+
+    @torch.jit.export
+    def sample_probabilities(self, image: Tensor, num_samples: int) -> Tensor:
+        """Per-sample probabilities ``(num_samples, B, C)`` for ``z ~ p(z|x)``.
+
+        ``num_samples=0`` gives ``(1, B, C)`` at ``z = mu_p``. The spread over the first axis is the
+        per-class predictive uncertainty.
+        """
+        features = self.encode_image(image)
+        mu, logvar = self.prior(features)
+        return torch.sigmoid(self._classify(self._draw(mu, logvar, num_samples), features))
+
+    def forward_train(self, image: Tensor, text_features: Tensor | None, num_samples: int = 1) -> VKDOutput:
+        """Prior and (when ``text_features`` is given) posterior distributions and sampled logits.
+
+        Args:
+            image: ``(B, in_channels, *spatial)``.
+            text_features: ``h_t`` of shape ``(B, text_feature_dim)``, or ``None`` to train image-only.
+            num_samples: Monte Carlo samples ``K`` of ``z`` per distribution; 0 uses the means (``K = 1``).
+        """
+        features = self.encode_image(image)
+        prior_mu, prior_logvar = self.prior(features)
+        prior_logits = self._classify(self._draw(prior_mu, prior_logvar, num_samples), features)
+        if text_features is None:
+            return VKDOutput(prior_mu, prior_logvar, prior_logits)
+        expected = (features.shape[0], self.text_feature_dim)
+        if tuple(text_features.shape) != expected:
+            raise ValueError(
+                f"text_features must have shape (B, text_feature_dim) = {expected}, "
+                f"got {tuple(text_features.shape)}."
+            )
+        text_features = text_features.to(dtype=features.dtype, device=features.device)
+        posterior_mu, posterior_logvar = self.posterior(torch.cat([features, text_features], dim=-1))
+        posterior_logits = self._classify(self._draw(posterior_mu, posterior_logvar, num_samples), features)
+        return VKDOutput(
+            prior_mu, prior_logvar, prior_logits, posterior_mu, posterior_logvar, posterior_logits
+        )
+
+    def encode_image(self, image: Tensor) -> Tensor:
+        """The image feature ``h_x`` of shape ``(B, image_feature_dim)``."""
+        features = self.image_encoder(image)
+        # Under tracing the check would be frozen into the graph as a constant (with a TracerWarning);
+        # the traced encoder's output width is fixed by its weights anyway.
+        if torch.jit.is_tracing():
+            return features
+        if features.dim() != 2 or features.shape[1] != self.image_feature_dim:
+            raise ValueError(
+                f"image_encoder must return (B, image_feature_dim={self.image_feature_dim}), "
+                f"got {list(features.shape)}."
+            )
+        return features
+
+    def _draw(self, mu: Tensor, logvar: Tensor, num_samples: int) -> Tensor:
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}.")
+        if num_samples == 0:
+            return mu.unsqueeze(0)
+        noise = torch.randn([num_samples, mu.shape[0], mu.shape[1]], dtype=mu.dtype, device=mu.device)
+        return mu.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * noise
+
+    def _classify(self, latent: Tensor, features: Tensor) -> Tensor:
+        """Logits ``(K, B, C)`` for latents ``(K, B, D)`` paired with image features ``(B, F)``."""
+        num_samples, batch = latent.shape[0], latent.shape[1]
+        paired = torch.cat([latent, features.unsqueeze(0).expand(num_samples, -1, -1)], dim=-1)
+        logits = self.classifier(paired.reshape(num_samples * batch, -1))
+        return logits.reshape(num_samples, batch, self.num_classes)
