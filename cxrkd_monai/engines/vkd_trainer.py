@@ -121,6 +121,6 @@ class VKDTrainer(SupervisedTrainer):
 
         engine.state.output[Keys.PRED] = torch.sigmoid(outputs.prior_logits.detach().float()).mean(dim=0)
         engine.state.output[Keys.LOSS] = loss.detach()
-        engine.state.output.update({name: float(value) for name, value in terms.items() if name != "loss"})
+        engine.state.output.update({name: float(value.detach()) for name, value in terms.items() if name != "loss"})
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer
 
 __all__ = ["MeanPoolingTextEncoder"]
 
@@ -53,6 +52,9 @@ class MeanPoolingTextEncoder(nn.Module):
         trainable_layers: int = 0,
         local_files_only: bool = True,
     ) -> None:
+        # Imported here so that the image-only inference path never imports transformers.
+        from transformers import AutoModel, AutoTokenizer
+
         super().__init__()
         self.model_name_or_path = (
             str(model_name_or_path) if model_name_or_path is not None else _default_model_path()

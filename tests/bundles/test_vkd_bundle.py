@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from cxrkd_monai.data.phantom import generate_phantom_dataset
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, verify_net_in_out
+
+from cxrkd_monai.data.phantom import generate_phantom_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +45,15 @@ def tiny_overrides(phantom: Path, run_dir: Path, **extra) -> dict:
     }
     overrides.update(extra)
     return overrides
+
+
+def error_chain(error: BaseException) -> str:
+    """The messages of an exception and of everything that caused it (MONAI wraps config errors)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
 
 
 def run_workflow(config_files, workflow_type: str, **overrides) -> ConfigWorkflow:
@@ -217,8 +227,9 @@ def test_missing_image_names_the_file(phantom, tmp_path):
     datalist["training"][0]["image"] = "images/does_not_exist.png"
     (tmp_path / "datalist_vkd.json").write_text(json.dumps(datalist))
     overrides = tiny_overrides(phantom, tmp_path, dataset_dir=str(tmp_path), epochs=1)
-    with pytest.raises(Exception, match="does_not_exist.png"):
+    with pytest.raises(Exception) as raised:
         run_workflow(["train.json"], "train", **overrides).run()
+    assert "does_not_exist.png" in error_chain(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -236,13 +247,15 @@ def test_bad_item_names_the_file_and_key(phantom, tmp_path, field, value, messag
     bad_image = Path(datalist["training"][0]["image"]).name
     (tmp_path / "datalist_vkd.json").write_text(json.dumps(datalist))
     overrides = tiny_overrides(phantom, tmp_path, dataset_dir=str(tmp_path), epochs=1)
-    with pytest.raises(Exception, match=message) as raised:
+    with pytest.raises(Exception) as raised:
         run_workflow(["train.json"], "train", **overrides).run()
-    assert bad_image in str(raised.value) or bad_image in repr(raised.value.__cause__)
+    assert message in error_chain(raised.value)
+    assert bad_image in error_chain(raised.value)
 
 
 def test_unknown_config_reference_is_named(phantom, tmp_path):
     overrides = tiny_overrides(phantom, tmp_path, epochs=1)
     overrides["network_def#num_classes"] = "@num_klasses"
-    with pytest.raises(Exception, match="num_klasses"):
+    with pytest.raises(Exception) as raised:
         run_workflow(["train.json"], "train", **overrides).run()
+    assert "num_klasses" in error_chain(raised.value)
