@@ -15,6 +15,14 @@ def phantom(output_dir: str, num_patients: int = 200, seed: int = 0, **options):
     return generate_phantom_dataset(output_dir=output_dir, num_patients=num_patients, seed=seed, **options)
 
 
+def prepare(dataset: str, root: str, out: str, **options):
+    """Turn a dataset (mimic_cxr, openi, openi_fracture, chexpert, vindr_cxr, chestx_det10, generic_csv,
+    generic_fracture_csv) into a bundle datalist, with a summary of what was written and skipped."""
+    from cxrkd_monai.data.prepare import run_prepare
+
+    return run_prepare(dataset=dataset, root=root, out=out, **options)
+
+
 def demo(output_dir: str = "demo_output", **options):
     """Run the main job: generate data, train/evaluate/infer both bundles, print the results."""
     from cxrkd_monai.demo import run_demo
@@ -23,7 +31,7 @@ def demo(output_dir: str = "demo_output", **options):
 
 
 def main() -> None:
-    fire.Fire({"phantom": phantom, "demo": demo})
+    fire.Fire({"phantom": phantom, "prepare": prepare, "demo": demo})
 
 
 if __name__ == "__main__":

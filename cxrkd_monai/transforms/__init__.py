@@ -1,4 +1,5 @@
-from .geometry import Letterboxd, LetterboxGeometry
-from .validation import ValidateVKDItemd
 from .fracture_annotations import SUBSETS, EncodeFractureAnnotationsd
+from .geometry import Letterboxd, LetterboxGeometry
+from .io import IntensityRangeWarning, LoadCXR, LoadCXRd, PhotometricMismatchWarning, UnreadableImageError
 from .target_maps import FractureTargetMapd
+from .validation import ValidateVKDItemd

@@ -1,0 +1,83 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrkd_monai.data.adapters import CheXpertAdapter, DatasetFormatError
+from cxrkd_monai.data.labels import CHEXPERT_CLASSES
+
+HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_CLASSES]
+SPLITS = ("training", "validation", "test")
+
+
+def write_table(root, name, rows):
+    with open(root / name, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for path, view, labels in rows:
+            values = [labels.get(c, "") for c in CHEXPERT_CLASSES]
+            frontal = "Lateral" if view in ("", "LL") else "Frontal"
+            writer.writerow([f"CheXpert-v1.0-small/{path}", "Female", "60", frontal, view, *values])
+            image = root / path
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(image)
+
+
+@pytest.fixture
+def chexpert(tmp_path):
+    root = tmp_path / "CheXpert-v1.0-small"
+    root.mkdir()
+    train = []
+    for p in range(1, 21):
+        train.append((f"train/patient{p:05d}/study1/view1_frontal.jpg", "AP" if p % 2 else "PA",
+                      {"Edema": "-1.0", "Pleural Effusion": "1.0" if p <= 5 else "0.0"}))
+        train.append((f"train/patient{p:05d}/study1/view2_lateral.jpg", "", {"Edema": "-1.0"}))
+    train.append(("train/patient00001/study2/view1_frontal.jpg", "PA", {"No Finding": "1.0"}))
+    write_table(root, "train.csv", train)
+    valid = [(f"valid/patient{p:05d}/study1/view1_frontal.jpg", "PA", {c: "0.0" for c in CHEXPERT_CLASSES})
+             for p in range(64541, 64545)]
+    write_table(root, "valid.csv", valid)
+    return root
+
+
+def test_chexpert_pooled_split_per_patient_with_uncertain_ones(chexpert, tmp_path):
+    summary = CheXpertAdapter(chexpert, uncertain_policy="ones", seed=2).prepare(tmp_path / "chexpert.json")
+    datalist = json.loads((tmp_path / "chexpert.json").read_text())
+    items = [it for split in SPLITS for it in datalist[split]]
+    assert len(items) == 25 and summary["skipped"] == {"view_excluded": 20}
+    splits_of = {}
+    for split in SPLITS:
+        for it in datalist[split]:
+            splits_of.setdefault(it["patient_id"], set()).add(split)
+    assert all(len(s) == 1 for s in splits_of.values()) and len(splits_of) == 24
+    patient1 = [it for it in items if it["patient_id"] == "patient00001"]
+    assert len(patient1) == 2 and all(it["report"] == "" for it in patient1)
+    edema, effusion = CHEXPERT_CLASSES.index("Edema"), CHEXPERT_CLASSES.index("Pleural Effusion")
+    frontal = next(it for it in patient1 if it["image"].endswith("study1/view1_frontal.jpg"))
+    assert frontal["label"][edema] == 1.0 and frontal["label"][effusion] == 1.0 and sum(frontal["label_mask"]) == 2
+    assert frontal["image"] == "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
+    effusion_positive = sum(summary["label_prevalence"][s]["Pleural Effusion"]["positive"] for s in SPLITS)
+    assert effusion_positive == 5
+
+
+def test_chexpert_official_validation_and_lateral_views(chexpert, tmp_path):
+    summary = CheXpertAdapter(chexpert, official_split=True, views="PA,AP,LATERAL").prepare(tmp_path / "c.json")
+    datalist = json.loads((tmp_path / "c.json").read_text())
+    assert sorted(it["patient_id"] for it in datalist["validation"]) == [f"patient{p:05d}" for p in range(64541, 64545)]
+    assert all(it["label_mask"] == [1.0] * 14 for it in datalist["validation"])
+    assert summary["items_written"] == 45 and summary["skipped"] == {}
+    train_patients = {it["patient_id"] for it in datalist["training"]} | {it["patient_id"] for it in datalist["test"]}
+    assert len(train_patients) == 20 and summary["patients_per_split"]["test"] == 2
+
+
+def test_chexpert_bad_values_and_columns_are_named(chexpert, tmp_path):
+    (chexpert / "valid.csv").write_text("Path,Sex\nx,F\n")
+    with pytest.raises(DatasetFormatError, match=r"valid.csv.*\['Frontal/Lateral', 'AP/PA'\]"):
+        CheXpertAdapter(chexpert, views="all").prepare(tmp_path / "c.json")
+    with open(chexpert / "train.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["CheXpert-v1.0-small/train/patient00099/study1/view1_frontal.jpg", "F", "1",
+                                     "Frontal", "PA", "2.0"])
+    with pytest.raises(DatasetFormatError, match=r"train.csv.*patient00099.*'No Finding' has value '2.0'"):
+        CheXpertAdapter(chexpert).prepare(tmp_path / "c.json")
