@@ -27,7 +27,7 @@ def demo(output_dir: str = "demo_output", **options):
     """Run the main job: generate data, train/evaluate/infer both bundles, print the results."""
     from cxrkd_monai.demo import run_demo
 
-    return run_demo(output_dir=output_dir, **options)
+    run_demo(output_dir=output_dir, **options)
 
 
 def main() -> None:

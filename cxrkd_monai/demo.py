@@ -127,8 +127,8 @@ def run_demo(
     num_patients: int = 240,
     seed: int = 0,
     phantom_size: int = 256,
-    vkd_image_size: int = 96,
-    vkd_epochs: int = 8,
+    vkd_image_size: int = 128,
+    vkd_epochs: int = 12,
     batch_size: int = 16,
 ) -> dict:
     """Generate the synthetic data, run both bundles and print their tables. Returns all figures."""
