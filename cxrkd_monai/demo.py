@@ -114,7 +114,12 @@ def format_vkd_table(results: dict) -> str:
     for name in results["class_names"]:
         key = f"val_macro_auroc_{name}"
         lines.append(f"{name:<22}{_fmt(results['vkd'].get(key)):>8}{_fmt(results['baseline'].get(key)):>10}")
-    for label, key in (("macro AUROC", "val_macro_auroc"), ("micro AUROC", "micro_auroc")):
+    for label, key in (
+        ("macro AUROC", "val_macro_auroc"),
+        ("micro AUROC", "micro_auroc"),
+        ("macro F1 at 0.5", "f1_at_0.5"),
+        ("ECE (lower better)", "ece"),
+    ):
         lines.append(f"{label:<22}{_fmt(results['vkd'].get(key)):>8}{_fmt(results['baseline'].get(key)):>10}")
     lines.append(
         f"{'train+eval+infer (s)':<22}{results['vkd']['seconds']:8.0f}{results['baseline']['seconds']:10.0f}"
