@@ -23,6 +23,13 @@ def prepare(dataset: str, root: str, out: str, **options):
     return run_prepare(dataset=dataset, root=root, out=out, **options)
 
 
+def pack(bundle_dir: str, output_zip: str, include_weights: bool = False):
+    """Pack a bundle as the Model Zoo / Hugging Face zip (``<name>/configs/...``)."""
+    from cxrkd_monai.deploy.pack import pack_bundle
+
+    return str(pack_bundle(bundle_dir, output_zip, include_weights=include_weights))
+
+
 def demo(output_dir: str = "demo_output", **options):
     """Run the main job: generate data, train/evaluate/infer both bundles, print the results."""
     from cxrkd_monai.demo import run_demo
@@ -31,7 +38,7 @@ def demo(output_dir: str = "demo_output", **options):
 
 
 def main() -> None:
-    fire.Fire({"phantom": phantom, "prepare": prepare, "demo": demo})
+    fire.Fire({"phantom": phantom, "prepare": prepare, "pack": pack, "demo": demo})
 
 
 if __name__ == "__main__":
