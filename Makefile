@@ -5,8 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
+# The MONAI Deploy App SDK (about 1 GB with holoscan) lives in its own venv, so that neither the demo nor
+# the core tests pay for it; `make test` still runs the deploy-app tests there.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test test-deploy bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +29,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+$(DEPLOY_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install --quiet torch==2.13.0
+	$(DEPLOY_VENV)/bin/pip install --quiet -e ".[test,deploy]"
+	touch $(DEPLOY_STAMP)
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra --timeout=900
+	$(MAKE) test-deploy
+
+test-deploy: $(DEPLOY_STAMP)
+	$(DEPLOY_VENV)/bin/python -m pytest -q -ra --timeout=900 tests/deploy/test_apps.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

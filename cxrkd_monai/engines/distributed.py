@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -24,6 +25,9 @@ def init_distributed() -> bool:
     dist.init_process_group(backend=backend)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    # Ignite sets up its own distributed context lazily with a collective call; doing it here, on every
+    # rank, keeps a handler that exists on rank 0 only (stats, TensorBoard) from hanging that rank.
+    idist.sync()
     return True
 
 

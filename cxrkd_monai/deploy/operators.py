@@ -1,0 +1,429 @@
+"""MONAI Deploy App SDK operators that run this package's bundles on a DICOM chest radiograph.
+
+The app chain is the SDK's own DICOM plumbing around one bundle inference operator::
+
+    DICOMDataLoaderOperator → ChestRadiographSelectorOperator → DICOMSeriesToVolumeOperator
+        → VKDClassificationOperator | FractureDetectionOperator → DICOMTextSRWriterOperator (+ a JSON file)
+
+:func:`add_chest_radiograph_flow` wires it, so each app only chooses its inference operator.
+
+The inference operators run the bundle's own ``configs/inference.json`` through
+:class:`monai.bundle.ConfigWorkflow`, with the selected DICOM instance as a one-item dataset: the same loader
+(``LoadCXRd``: modality LUT, VOI window, ``BitsStored`` range, photometric check), letterbox, network, inferer,
+postprocessing and prediction records as ``python -m monai.bundle run``. The volume that
+``DICOMSeriesToVolumeOperator`` builds carries only the modality rescale, so its pixels would not match the
+bundle's intensity contract; it is used to confirm that the series is one ``W × H × 1`` frame of the instance's
+size. Importing this module needs the optional ``monai-deploy-app-sdk`` (extra ``deploy``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.deploy.conditions import CountCondition
+from monai.deploy.core import Application, Fragment, Operator, OperatorSpec
+from monai.deploy.core.domain import Image
+from monai.deploy.core.domain.dicom_series_selection import StudySelectedSeries
+from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
+from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
+from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesToVolumeOperator
+from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
+from monai.deploy.operators.dicom_utils import ModelInfo
+
+from cxrkd_monai.engines.writers import PredictionWriter
+
+__all__ = [
+    "CHEST_RADIOGRAPH_RULES",
+    "BundleInferenceOperator",
+    "ChestRadiographSelectorOperator",
+    "FractureDetectionOperator",
+    "NoMatchingSeriesError",
+    "VKDClassificationOperator",
+    "add_chest_radiograph_flow",
+    "resolve_bundle_root",
+]
+
+logger = logging.getLogger(__name__)
+
+CHEST_RADIOGRAPH_RULES = json.dumps(
+    {
+        "selections": [
+            {
+                "name": "Chest radiograph",
+                "conditions": {"Modality": "(?i)^(CR|DX)$", "BodyPartExamined": "(?i)^(CHEST|THORAX)$"},
+            }
+        ]
+    }
+)
+"""Series selection rules of :class:`~monai.deploy.operators.DICOMSeriesSelectorOperator`: CR or DX, chest."""
+
+INFERENCE_CONFIG = Path("configs") / "inference.json"
+METADATA = Path("configs") / "metadata.json"
+
+
+class NoMatchingSeriesError(ValueError):
+    """The input holds no series that the selection rules accept."""
+
+
+def resolve_bundle_root(model_path: str | Path) -> Path:
+    """The bundle folder behind an app's model path (``-m`` or ``HOLOSCAN_MODEL_PATH``).
+
+    Accepts the bundle folder itself (``<bundle>/configs/inference.json``) or a models folder holding exactly one
+    bundle as a subfolder, which is where an application package copies ``--models <bundle>``.
+
+    Raises:
+        FileNotFoundError: naming ``model_path`` when neither layout is found.
+    """
+    model_path = Path(model_path)
+    if (model_path / INFERENCE_CONFIG).is_file():
+        return model_path
+    candidates = (
+        [child for child in sorted(model_path.iterdir()) if (child / INFERENCE_CONFIG).is_file()]
+        if model_path.is_dir()
+        else []
+    )
+    if len(candidates) != 1:
+        raise FileNotFoundError(
+            f"Model path {str(model_path)!r} is not a MONAI bundle: expected {INFERENCE_CONFIG} in it or in exactly "
+            f"one of its subfolders, found {len(candidates)} such subfolders."
+        )
+    return candidates[0]
+
+
+class ChestRadiographSelectorOperator(DICOMSeriesSelectorOperator):
+    """:class:`DICOMSeriesSelectorOperator` with chest-radiograph rules that fails clearly when nothing matches.
+
+    Named input ``dicom_study_list`` (list of ``DICOMStudy``); named output ``study_selected_series_list``
+    (list of ``StudySelectedSeries``, the first match per study).
+
+    Args:
+        fragment: the application.
+        rules: selection rules in the SDK's JSON format; :data:`CHEST_RADIOGRAPH_RULES` by default.
+
+    Raises:
+        NoMatchingSeriesError: at compute time, when no series matches; the message gives the conditions and the
+            Modality and BodyPartExamined of every series that was found.
+
+    Example::
+
+        selector = ChestRadiographSelectorOperator(app, name="series_selector_op")
+    """
+
+    def __init__(self, fragment: Fragment, *args, rules: str = CHEST_RADIOGRAPH_RULES, **kwargs) -> None:
+        super().__init__(fragment, *args, rules=rules, **kwargs)
+
+    def filter(self, selection_rules, dicom_study_list, all_matched: bool = False, sort_by_sop_instance_count=False):
+        selected = super().filter(selection_rules, dicom_study_list, all_matched, sort_by_sop_instance_count)
+        if not selected:
+            found = [
+                " ".join(f"{key}={_series_attribute(series, key)!r}" for key in ("Modality", "BodyPartExamined"))
+                for study in dicom_study_list or []
+                for series in study.get_all_series()
+            ]
+            conditions = [selection.get("conditions") for selection in (selection_rules or {}).get("selections", [])]
+            raise NoMatchingSeriesError(
+                f"No matching series: no series in the input meets the selection conditions {conditions}; "
+                f"found {found or 'no series'}."
+            )
+        return selected
+
+
+def _series_attribute(series, keyword: str) -> str | None:
+    """A series attribute, read from its first instance when the series level does not carry it."""
+    value = getattr(series, keyword, None)
+    if value is None and series.get_sop_instances():
+        value = series.get_sop_instances()[0].get_native_sop_instance().get(keyword)
+    return None if value is None else str(value)
+
+
+class BundleInferenceOperator(Operator):
+    """Runs a bundle's ``configs/inference.json`` on the selected single-frame radiograph.
+
+    Named inputs:
+        ``image``: the :class:`~monai.deploy.core.domain.Image` of ``DICOMSeriesToVolumeOperator``, ``(1, H, W)``
+        in the SDK's slice order, i.e. ``W × H × 1`` in MONAI's axis order; more than one frame is refused.
+        ``study_selected_series_list``: the selector's output, whose first series' first instance is read.
+
+    Named output ``text``: the findings text for ``DICOMTextSRWriterOperator``.
+
+    File output ``<output_folder>/<result_filename>``::
+
+        {"bundle": {"name", "version", "root"}, "study_instance_uid", "series_instance_uid", "sop_instance_uid",
+         "image_size": [W, H], "prediction": <the bundle's own prediction record>, "findings": <text>}
+
+    The weights are ``models/model.pt`` (loaded by the bundle's ``CheckpointLoader``) or, when there is no
+    ``model.pt``, the TorchScript ``models/model.ts`` of ``ckpt_export``, which then replaces ``network``. The
+    bundle's inference config must read its items from ``dataset#data`` and hold one
+    :class:`~cxrkd_monai.engines.PredictionWriter` in ``handlers``, as both bundles of this package do.
+
+    Subclasses implement :meth:`findings` (record → text) and may set ``default_overrides``.
+
+    Args:
+        fragment: the application.
+        bundle_path: the bundle folder, or a models folder holding one (see :func:`resolve_bundle_root`).
+        output_folder: where the JSON result is written (created).
+        result_filename: name of the JSON result file.
+        config_overrides: bundle config values to override (``{"inference_mc_samples": 20}``).
+        decision_threshold: probability from which a class is reported as a finding.
+    """
+
+    default_overrides: Mapping[str, Any] = {}
+
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        bundle_path: str | Path,
+        output_folder: str | Path,
+        result_filename: str = "result.json",
+        config_overrides: Mapping[str, Any] | None = None,
+        decision_threshold: float = 0.5,
+        **kwargs,
+    ) -> None:
+        if not 0.0 <= decision_threshold <= 1.0:
+            raise ValueError(f"decision_threshold must be in [0, 1], got {decision_threshold}.")
+        self.bundle_root = resolve_bundle_root(bundle_path)
+        self.bundle_metadata = ConfigParser.load_config_file(self.bundle_root / METADATA)
+        self.output_folder = Path(output_folder)
+        self.result_filename = result_filename
+        self.config_overrides = {**self.default_overrides, **(config_overrides or {})}
+        self.decision_threshold = decision_threshold
+        self.checkpoint_overrides = self._checkpoint_overrides()
+        super().__init__(fragment, *args, **kwargs)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """Creator, name and version of the bundle, for the DICOM writers' ``model_info``."""
+        return ModelInfo(
+            creator=str(self.bundle_metadata.get("authors", "")),
+            name=str(self.bundle_metadata.get("name", self.bundle_root.name)),
+            version=str(self.bundle_metadata.get("version", "")),
+        )
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("image")
+        spec.input("study_selected_series_list")
+        spec.output("text")
+
+    def compute(self, op_input, op_output, context) -> None:
+        image = op_input.receive("image")
+        study_selected_series = op_input.receive("study_selected_series_list")
+        width, height = single_frame_size(image)
+        series = first_selected_series(study_selected_series)
+        instance = series.get_sop_instances()[0].get_native_sop_instance()
+        if (int(instance.Columns), int(instance.Rows)) != (width, height):
+            raise ValueError(
+                f"Series {series.SeriesInstanceUID}: volume of W x H = {width} x {height} does not match its "
+                f"instance's Columns x Rows = {instance.Columns} x {instance.Rows}."
+            )
+        with tempfile.TemporaryDirectory() as work_dir:
+            record = self.infer(instance_file(instance, Path(work_dir)))
+        text = self.findings(record)
+        result = {
+            "bundle": {"name": self.model_info.name, "version": self.model_info.version, "root": str(self.bundle_root)},
+            "study_instance_uid": str(instance.StudyInstanceUID),
+            "series_instance_uid": str(instance.SeriesInstanceUID),
+            "sop_instance_uid": str(instance.SOPInstanceUID),
+            "image_size": [width, height],
+            "prediction": record,
+            "findings": text,
+        }
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        (self.output_folder / self.result_filename).write_text(json.dumps(result, indent=1))
+        logger.info("%s: wrote %s", self.name, self.output_folder / self.result_filename)
+        op_output.emit(text, "text")
+
+    def infer(self, image_file: Path) -> dict:
+        """The bundle's prediction record for one image file, from its own inference workflow."""
+        with tempfile.TemporaryDirectory() as bundle_output:
+            workflow = ConfigWorkflow(
+                config_file=str(self.bundle_root / INFERENCE_CONFIG),
+                meta_file=str(self.bundle_root / METADATA),
+                logging_file=False,
+                workflow_type="infer",
+                **{
+                    "bundle_root": str(self.bundle_root),
+                    "output_dir": bundle_output,
+                    "num_workers": 0,
+                    "dataset#data": [{"image": str(image_file)}],
+                    **self.checkpoint_overrides,
+                    **self.config_overrides,
+                },
+            )
+            workflow.initialize()
+            workflow.run()
+            writers = [h for h in workflow.parser.get_parsed_content("handlers") if isinstance(h, PredictionWriter)]
+            if len(writers) != 1:
+                raise ValueError(
+                    f"Bundle {str(self.bundle_root)!r}: {INFERENCE_CONFIG} 'handlers' must hold one PredictionWriter, "
+                    f"found {len(writers)}."
+                )
+            records = json.loads((writers[0].output_dir / f"{writers[0].filename}.json").read_text())
+            workflow.finalize()
+        return records[0]
+
+    def findings(self, record: Mapping[str, Any]) -> str:
+        """The findings text of one prediction record."""
+        raise NotImplementedError(f"{type(self).__name__} must implement findings(record).")
+
+    def _checkpoint_overrides(self) -> dict[str, Any]:
+        checkpoint, torchscript = self.bundle_root / "models" / "model.pt", self.bundle_root / "models" / "model.ts"
+        if checkpoint.is_file():
+            return {"ckpt_path": str(checkpoint)}
+        if torchscript.is_file():
+            handlers = ConfigParser.load_config_file(self.bundle_root / INFERENCE_CONFIG)["handlers"]
+            return {
+                "ckpt_path": str(torchscript),
+                "network": "$torch.jit.load(@ckpt_path, map_location=@device)",
+                "handlers": [h for h in handlers if not str(h.get("_target_", "")).endswith("CheckpointLoader")],
+            }
+        raise FileNotFoundError(f"Bundle {str(self.bundle_root)!r} has neither {checkpoint} nor {torchscript}.")
+
+
+class VKDClassificationOperator(BundleInferenceOperator):
+    """:class:`BundleInferenceOperator` for ``cxr_vkd_classification``: per-class probability ± uncertainty.
+
+    Findings text, one line per class after the summary (``prob_<class>``/``std_<class>`` of the record)::
+
+        Findings (probability >= 0.50): Cardiomegaly, Pleural Effusion
+        Cardiomegaly: probability 0.8123, uncertainty 0.0412
+        ...
+
+    Example::
+
+        op = VKDClassificationOperator(app, bundle_path="cxr_vkd_classification", output_folder="out", name="vkd")
+    """
+
+    def findings(self, record: Mapping[str, Any]) -> str:
+        classes = [key.removeprefix("prob_") for key in record if key.startswith("prob_")]
+        positive = [name for name in classes if record[f"prob_{name}"] >= self.decision_threshold]
+        lines = [f"Findings (probability >= {self.decision_threshold:.2f}): {', '.join(positive) or 'none'}"]
+        lines += [
+            f"{name}: probability {record[f'prob_{name}']:.4f}, uncertainty {record[f'std_{name}']:.4f}"
+            for name in classes
+        ]
+        return "\n".join(lines)
+
+
+class FractureDetectionOperator(BundleInferenceOperator):
+    """:class:`BundleInferenceOperator` for ``cxr_aals_fracture_detection``: type probabilities and points.
+
+    Findings text (``<type>_probability`` and ``detections`` of the record; points in original-image pixels,
+    x = column, y = row, continuous coordinates)::
+
+        Findings (probability >= 0.50): rib_fracture
+        rib_fracture: probability 0.9312
+        clavicle_fracture: probability 0.0210
+        rib_fracture point: x 412.5, y 230.0, score 0.9312
+
+    Example::
+
+        op = FractureDetectionOperator(app, bundle_path="cxr_aals_fracture_detection", output_folder="out")
+    """
+
+    # The bundle would write probability maps into its output folder, which here is temporary.
+    default_overrides = {"save_maps": False}
+
+    def findings(self, record: Mapping[str, Any]) -> str:
+        classes = [key.removesuffix("_probability") for key in record if key.endswith("_probability")]
+        positive = [name for name in classes if record[f"{name}_probability"] >= self.decision_threshold]
+        lines = [f"Findings (probability >= {self.decision_threshold:.2f}): {', '.join(positive) or 'none'}"]
+        lines += [f"{name}: probability {record[f'{name}_probability']:.4f}" for name in classes]
+        lines += [
+            f"{point['class']} point: x {point['x']:.1f}, y {point['y']:.1f}, score {point['score']:.4f}"
+            for point in record["detections"]
+        ]
+        return "\n".join(lines)
+
+
+def single_frame_size(image: Image) -> tuple[int, int]:
+    """``(W, H)`` of a one-frame series volume.
+
+    ``DICOMSeriesToVolumeOperator`` stacks instances as ``(D, H, W)``; swapped to MONAI's ``(W, H, D)`` a single
+    radiograph is ``W × H × 1``, and the frame axis is dropped.
+
+    Raises:
+        ValueError: the volume is not 3D or holds more than one frame (a multi-image series).
+    """
+    volume = np.asarray(image.asnumpy())
+    if volume.ndim != 3:
+        raise ValueError(f"Series volume has shape {volume.shape}; expected (frames, rows, columns).")
+    width, height, frames = np.swapaxes(volume, 0, 2).shape
+    if frames != 1:
+        raise ValueError(
+            f"Series volume is W x H x D = {width} x {height} x {frames}; a chest radiograph series holds one frame."
+        )
+    return width, height
+
+
+def first_selected_series(study_selected_series: Sequence[StudySelectedSeries]):
+    """The first selected ``DICOMSeries`` of the selector's output.
+
+    Raises:
+        NoMatchingSeriesError: nothing was selected.
+    """
+    for study in study_selected_series or []:
+        for selected in study.selected_series:
+            return selected.series
+    raise NoMatchingSeriesError("No matching series: the series selector selected nothing.")
+
+
+def instance_file(dataset, work_dir: Path) -> Path:
+    """The DICOM file of a SOP instance: its source file, or a copy written to ``work_dir`` when it has none."""
+    source = getattr(dataset, "filename", None)
+    if isinstance(source, str) and Path(source).is_file():
+        return Path(source)
+    path = work_dir / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def add_chest_radiograph_flow(
+    app: Application,
+    inference: BundleInferenceOperator,
+    input_folder: str | Path,
+    output_folder: str | Path,
+    series_description: str = "AI findings, not for clinical use",
+) -> None:
+    """Adds the DICOM chain around ``inference`` to ``app`` (call from ``compose``).
+
+    ``DICOMDataLoaderOperator`` (runs once) → :class:`ChestRadiographSelectorOperator` →
+    ``DICOMSeriesToVolumeOperator`` → ``inference`` → ``DICOMTextSRWriterOperator``, which copies the patient and
+    study of the selected series into a Basic Text SR in ``output_folder``.
+
+    Example::
+
+        def compose(self):
+            context = Application.init_app_context(self.argv)
+            inference = VKDClassificationOperator(
+                self, bundle_path=context.model_path, output_folder=context.output_path, name="vkd_inference_op"
+            )
+            add_chest_radiograph_flow(self, inference, context.input_path, context.output_path)
+    """
+    loader = DICOMDataLoaderOperator(
+        app, CountCondition(app, 1), input_folder=Path(input_folder), name="study_loader_op"
+    )
+    selector = ChestRadiographSelectorOperator(app, name="series_selector_op")
+    to_volume = DICOMSeriesToVolumeOperator(app, name="series_to_volume_op")
+    sr_writer = DICOMTextSRWriterOperator(
+        app,
+        output_folder=Path(output_folder),
+        model_info=inference.model_info,
+        copy_tags=True,
+        custom_tags={"SeriesDescription": series_description},
+        name="sr_writer_op",
+    )
+    series = {("study_selected_series_list", "study_selected_series_list")}
+    app.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
+    app.add_flow(selector, to_volume, series)
+    app.add_flow(to_volume, inference, {("image", "image")})
+    app.add_flow(selector, inference, series)
+    app.add_flow(inference, sr_writer, {("text", "text")})
+    app.add_flow(selector, sr_writer, series)

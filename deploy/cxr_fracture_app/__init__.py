@@ -1,0 +1,1 @@
+"""MONAI Deploy app of the ``cxr_aals_fracture_detection`` bundle."""

@@ -1,0 +1,1 @@
+"""MONAI Deploy app of the ``cxr_vkd_classification`` bundle."""

@@ -1,0 +1,290 @@
+"""Both MONAI Deploy apps on the real DICOM chest radiographs: SR and JSON against the bundle's own inference."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export
+
+pytest.importorskip("monai.deploy.operators", reason="the MONAI Deploy App SDK (extra 'deploy') is not installed")
+
+from monai.deploy.core import Fragment
+from monai.deploy.core.domain import Image
+
+from cxrkd_monai.deploy.operators import (
+    VKDClassificationOperator,
+    instance_file,
+    resolve_bundle_root,
+    single_frame_size,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cxr_format_samples"
+DICOM_SAMPLES = [
+    "pydicom_data_RG1_UNCI_cr_chest.dcm",
+    "siim_cr_chest_pa_jpegbaseline.dcm",
+    "siim_cr_chest_pa_monochrome1_fake.dcm",
+]
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+VKD_TINY = {
+    "image_size": [64, 64],
+    "latent_dim": 16,
+    "inference_mc_samples": 4,
+    "network_def#image_encoder": {
+        "_target_": "DenseNet",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 32,
+        "init_features": 8,
+        "growth_rate": 8,
+        "block_config": [2, 2, 2, 2],
+    },
+    "network_def#image_feature_dim": 32,
+}
+
+FRACTURE_TINY = {
+    "image_size": [64, 64],
+    "layers": [1, 1, 1, 1],
+    "block_inplanes": [8, 16, 32, 64],
+    "fpn_channels": 8,
+    # an initialised detector scores about 0.01 everywhere; a low threshold still yields points to compare
+    "peak_threshold": 0.005,
+    "max_peaks": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def samples() -> Path:
+    if not SAMPLES.is_dir():
+        pytest.skip(f"real DICOM fixtures not found at {SAMPLES} (the shared data folder next to the repository)")
+    return SAMPLES
+
+
+def make_tiny_bundle(source: Path, destination: Path, overrides: dict) -> Path:
+    """A copy of a bundle's configs with ``overrides`` written into inference.json and seeded initial weights."""
+    shutil.copytree(source / "configs", destination / "configs")
+    parser = ConfigParser()
+    parser.read_config(str(destination / "configs" / "inference.json"))
+    parser.update(overrides)
+    ConfigParser.export_config_file(parser.get(), str(destination / "configs" / "inference.json"), indent=1)
+    torch.manual_seed(0)
+    (destination / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), destination / "models" / "model.pt")
+    return destination
+
+
+@pytest.fixture(scope="module")
+def vkd_bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("vkd") / "cxr_vkd_classification"
+    return make_tiny_bundle(REPO / "bundles" / "cxr_vkd_classification", root, VKD_TINY)
+
+
+@pytest.fixture(scope="module")
+def fracture_bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fracture") / "cxr_aals_fracture_detection"
+    return make_tiny_bundle(REPO / "bundles" / "cxr_aals_fracture_detection", root, FRACTURE_TINY)
+
+
+def run_app(app: str, input_dir: Path, output_dir: Path, model: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", f"deploy.{app}", "-i", str(input_dir), "-o", str(output_dir), "-m", str(model)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def bundle_inference(bundle: Path, datalist_name: str, image: Path, work_dir: Path) -> dict:
+    """The bundle's own inference.json on one image, through a one-item datalist: its single prediction record."""
+    data_dir = work_dir / "data"
+    data_dir.mkdir(parents=True)
+    (data_dir / datalist_name).write_text(json.dumps({"test": [{"image": str(image)}]}))
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(bundle),
+        dataset_dir=str(data_dir),
+        output_dir=str(work_dir / "predictions"),
+        num_workers=0,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return json.loads((work_dir / "predictions" / "predictions.json").read_text())[0]
+
+
+def read_single_sr(output_dir: Path) -> tuple[pydicom.Dataset, str]:
+    """The one SR file of an app run and the text of its one content item."""
+    files = sorted(output_dir.glob("*.dcm"))
+    assert len(files) == 1, files
+    sr = pydicom.dcmread(files[0])
+    assert sr.Modality == "SR" and sr.SOPClassUID == BASIC_TEXT_SR
+    assert len(sr.ContentSequence) == 1
+    item = sr.ContentSequence[0]
+    assert item.ValueType == "TEXT" and item.RelationshipType == "CONTAINS"
+    assert item.ConceptNameCodeSequence[0].CodeMeaning == "Narrative Summary"
+    return sr, item.TextValue
+
+
+@pytest.mark.parametrize("sample", DICOM_SAMPLES)
+def test_vkd_app_sr_matches_bundle_inference(samples, vkd_bundle, tmp_path, sample):
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    dicom_file = Path(shutil.copy(samples / sample, input_dir))
+    result = run_app("cxr_vkd_app", input_dir, tmp_path / "output", vkd_bundle)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference = bundle_inference(vkd_bundle, "datalist_vkd.json", dicom_file, tmp_path / "reference")
+
+    source = pydicom.dcmread(dicom_file, stop_before_pixels=True)
+    sr, text = read_single_sr(tmp_path / "output")
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
+    lines = text.splitlines()
+    class_names = [key.removeprefix("prob_") for key in reference if key.startswith("prob_")]
+    assert len(class_names) == 14 and len(lines) == 1 + len(class_names)
+    expected_findings = [name for name in class_names if reference[f"prob_{name}"] >= 0.5]
+    assert lines[0] == f"Findings (probability >= 0.50): {', '.join(expected_findings) or 'none'}"
+    for name, line in zip(class_names, lines[1:]):
+        match = re.fullmatch(rf"{re.escape(name)}: probability ([0-9.]+), uncertainty ([0-9.]+)", line)
+        assert match, line
+        assert float(match[1]) == pytest.approx(reference[f"prob_{name}"], abs=5.1e-5)
+        assert float(match[2]) == pytest.approx(reference[f"std_{name}"], abs=5.1e-5)
+    assert any(reference[f"std_{name}"] > 0 for name in class_names)
+
+    saved = json.loads((tmp_path / "output" / "result.json").read_text())
+    assert saved["prediction"].keys() == reference.keys()
+    for key, value in reference.items():
+        assert saved["prediction"][key] == (value if key == "image" else pytest.approx(value, abs=1e-6)), key
+    assert saved["image_size"] == [int(source.Columns), int(source.Rows)]
+    assert saved["sop_instance_uid"] == source.SOPInstanceUID
+    assert saved["findings"] == text
+
+
+@pytest.mark.parametrize("sample", DICOM_SAMPLES)
+def test_fracture_app_sr_matches_bundle_inference(samples, fracture_bundle, tmp_path, sample):
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    dicom_file = Path(shutil.copy(samples / sample, input_dir))
+    result = run_app("cxr_fracture_app", input_dir, tmp_path / "output", fracture_bundle)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference = bundle_inference(fracture_bundle, "datalist_fracture.json", dicom_file, tmp_path / "reference")
+
+    source = pydicom.dcmread(dicom_file, stop_before_pixels=True)
+    width, height = int(source.Columns), int(source.Rows)
+    sr, text = read_single_sr(tmp_path / "output")
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
+    lines = text.splitlines()
+    class_names = ["rib_fracture", "clavicle_fracture"]
+    expected_findings = [name for name in class_names if reference[f"{name}_probability"] >= 0.5]
+    assert lines[0] == f"Findings (probability >= 0.50): {', '.join(expected_findings) or 'none'}"
+    for name, line in zip(class_names, lines[1:3]):
+        match = re.fullmatch(rf"{name}: probability ([0-9.]+)", line)
+        assert match, line
+        assert float(match[1]) == pytest.approx(reference[f"{name}_probability"], abs=5.1e-5)
+    points = lines[3:]
+    assert len(points) == len(reference["detections"]) > 0
+    for line, detection in zip(points, reference["detections"]):
+        match = re.fullmatch(r"(\w+) point: x ([0-9.]+), y ([0-9.]+), score ([0-9.]+)", line)
+        assert match, line
+        assert match[1] == detection["class"]
+        assert float(match[2]) == pytest.approx(detection["x"], abs=0.051)
+        assert float(match[3]) == pytest.approx(detection["y"], abs=0.051)
+        assert float(match[4]) == pytest.approx(detection["score"], abs=5.1e-5)
+        # continuous original-image coordinates, [0, W] x [0, H], not the 64 x 64 network grid
+        assert 0 <= detection["x"] <= width and 0 <= detection["y"] <= height
+    assert max(d["x"] for d in reference["detections"]) > 64 or max(d["y"] for d in reference["detections"]) > 64
+
+    saved = json.loads((tmp_path / "output" / "result.json").read_text())
+    # the app turns the bundle's probability-map files off: its bundle output folder is temporary
+    assert saved["prediction"] == {key: value for key, value in reference.items() if key != "probability_map"}
+    assert saved["findings"] == text
+
+
+def test_series_that_is_not_an_xray_fails_with_no_matching_series(samples, vkd_bundle, tmp_path):
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    dataset = pydicom.dcmread(samples / DICOM_SAMPLES[1])
+    dataset.Modality = "CT"
+    dataset.save_as(input_dir / "ct.dcm")
+    result = run_app("cxr_vkd_app", input_dir, tmp_path / "output", vkd_bundle)
+    assert result.returncode != 0
+    assert "No matching series" in result.stderr
+    assert "Modality='CT' BodyPartExamined='CHEST'" in result.stderr
+    assert not list((tmp_path / "output").iterdir())
+
+
+def test_empty_input_folder_fails_clearly(vkd_bundle, tmp_path):
+    (tmp_path / "input").mkdir()
+    result = run_app("cxr_vkd_app", tmp_path / "input", tmp_path / "output", vkd_bundle)
+    assert result.returncode != 0
+    assert f"No study loaded from path {tmp_path / 'input'}" in result.stderr
+    assert not list((tmp_path / "output").iterdir())
+
+
+def test_bundle_root_is_found_directly_or_as_the_one_model_subfolder(vkd_bundle, tmp_path):
+    assert resolve_bundle_root(vkd_bundle) == vkd_bundle
+    assert resolve_bundle_root(vkd_bundle.parent) == vkd_bundle
+    (tmp_path / "configs").mkdir()
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(tmp_path)))):
+        resolve_bundle_root(tmp_path)
+
+
+def test_single_frame_volume_is_squeezed_and_multi_frame_refused():
+    assert single_frame_size(Image(np.zeros((1, 3, 5), dtype=np.uint16))) == (5, 3)
+    with pytest.raises(ValueError, match="W x H x D = 5 x 3 x 2"):
+        single_frame_size(Image(np.zeros((2, 3, 5), dtype=np.uint16)))
+    with pytest.raises(ValueError, match=r"shape \(3, 5\)"):
+        single_frame_size(Image(np.zeros((3, 5))))
+
+
+def test_instance_without_source_file_is_written_for_the_loader(samples, tmp_path):
+    on_disk = samples / DICOM_SAMPLES[1]
+    assert instance_file(pydicom.dcmread(on_disk), tmp_path) == on_disk
+    in_memory = pydicom.dcmread(io.BytesIO(on_disk.read_bytes()))
+    written = instance_file(in_memory, tmp_path)
+    assert written.parent == tmp_path
+    copy = pydicom.dcmread(written)
+    assert copy.SOPInstanceUID == in_memory.SOPInstanceUID
+    np.testing.assert_array_equal(copy.pixel_array, in_memory.pixel_array)
+
+
+
+def test_torchscript_only_bundle_gives_the_checkpoint_predictions(samples, vkd_bundle, tmp_path):
+    """``models/model.ts`` from ``ckpt_export`` replaces the network; deterministic (L = 0) outputs agree."""
+    torchscript_bundle = tmp_path / "cxr_vkd_classification"
+    shutil.copytree(vkd_bundle / "configs", torchscript_bundle / "configs")
+    (torchscript_bundle / "models").mkdir()
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(torchscript_bundle / "models" / "model.ts"),
+        ckpt_file=str(vkd_bundle / "models" / "model.pt"),
+        meta_file=str(vkd_bundle / "configs" / "metadata.json"),
+        config_file=str(vkd_bundle / "configs" / "inference.json"),
+    )
+    image = samples / DICOM_SAMPLES[1]
+    records = [
+        VKDClassificationOperator(
+            Fragment(), bundle_path=bundle, output_folder=tmp_path, config_overrides={"inference_mc_samples": 0}
+        ).infer(image)
+        for bundle in (vkd_bundle, torchscript_bundle)
+    ]
+    assert records[0].keys() == records[1].keys()
+    for key in records[0]:
+        if key != "image":
+            assert records[1][key] == pytest.approx(records[0][key], abs=1e-5), key
+
+
+def test_bundle_without_weights_is_named(vkd_bundle, tmp_path):
+    shutil.copytree(vkd_bundle / "configs", tmp_path / "bundle" / "configs")
+    with pytest.raises(FileNotFoundError, match="has neither .*model.pt nor .*model.ts"):
+        VKDClassificationOperator(Fragment(), bundle_path=tmp_path / "bundle", output_folder=tmp_path)
