@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from cxrkd_monai.engines.fracture_batch import PrepareFractureBatch
+from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
 from cxrkd_monai.losses.aals import LabelSharpening
 
 __all__ = ["SHARPENING_MODES", "TeacherStudentTrainer", "load_stage1_weights"]
@@ -140,6 +141,8 @@ class TeacherStudentTrainer(SupervisedTrainer):
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
     ) -> None:
         if sharpening not in SHARPENING_MODES:
             raise ValueError(f"sharpening must be one of {SHARPENING_MODES}, got {sharpening!r}.")
@@ -167,6 +170,8 @@ class TeacherStudentTrainer(SupervisedTrainer):
             optim_set_to_none=optim_set_to_none,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
+            compile=compile,
+            compile_kwargs=compile_kwargs,
         )
         self.sharpening = sharpening
         self.teacher_decay = teacher_decay
@@ -200,18 +205,9 @@ class TeacherStudentTrainer(SupervisedTrainer):
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                self._compute_pred_loss(engine, inputs, targets, subset, record)
-            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
+        with autocast_for(engine):
             self._compute_pred_loss(engine, inputs, targets, subset, record)
-            engine.state.output[Keys.LOSS].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+        backward_and_step(engine, engine.state.output[Keys.LOSS])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 

@@ -10,6 +10,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
+from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
 from cxrkd_monai.networks.vkd import VKDNet, VKDOutput
 
 __all__ = ["VKDTrainer", "VKDTrainingStep"]
@@ -56,8 +57,8 @@ class VKDTrainer(SupervisedTrainer):
         text_encoder: maps a list of B report strings to a ``(B, T)`` tensor; ``None`` switches text off.
         report_key: batch key of the report strings.
         num_train_samples: Monte Carlo samples of z per image in the training loss.
-        amp_dtype: autocast dtype when ``amp=True`` (``torch.bfloat16`` also works on CPU).
-        args, kwargs: passed to ``SupervisedTrainer``.
+        args, kwargs: passed to ``SupervisedTrainer``. ``amp`` autocasts on GPU and CPU (``amp_kwargs``
+            may set ``dtype``); ``compile=True`` compiles the training step with ``torch.compile``.
     """
 
     def __init__(
@@ -66,10 +67,11 @@ class VKDTrainer(SupervisedTrainer):
         text_encoder: Callable[[Sequence[str]], torch.Tensor] | None = None,
         report_key: str = "report",
         num_train_samples: int = 1,
-        amp_dtype: torch.dtype = torch.float16,
         **kwargs,
     ) -> None:
         kwargs.setdefault("decollate", False)
+        compile_step = kwargs.pop("compile", False)
+        compile_kwargs = kwargs.pop("compile_kwargs", None) or {}
         super().__init__(*args, **kwargs)
         if num_train_samples < 1:
             raise ValueError(f"num_train_samples must be >= 1, got {num_train_samples}.")
@@ -77,10 +79,11 @@ class VKDTrainer(SupervisedTrainer):
             getattr(self.network, "module", None), VKDTrainingStep
         )
         self.training_step = self.network if is_step else VKDTrainingStep(self.network)
+        if compile_step:
+            self.training_step = torch.compile(self.training_step, **compile_kwargs)
         self.text_encoder = text_encoder
         self.report_key = report_key
         self.num_train_samples = num_train_samples
-        self.amp_dtype = amp_dtype
 
     def _text_features(self, batchdata: dict) -> torch.Tensor | None:
         if self.text_encoder is None:
@@ -102,22 +105,13 @@ class VKDTrainer(SupervisedTrainer):
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        device_type = torch.device(engine.state.device).type
-        with torch.autocast(device_type, dtype=engine.amp_dtype, enabled=engine.amp):
+        with autocast_for(engine):
             outputs = engine.training_step(inputs, text_features, engine.num_train_samples)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = engine.loss_function(outputs, targets.float(), mask)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss = terms["loss"]
-        if engine.amp and engine.scaler is not None:
-            engine.scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+        backward_and_step(engine, loss)
 
         engine.state.output[Keys.PRED] = torch.sigmoid(outputs.prior_logits.detach().float()).mean(dim=0)
         engine.state.output[Keys.LOSS] = loss.detach()
