@@ -215,12 +215,12 @@ def run_demo(
     num_patients: int = 240,
     seed: int = 0,
     phantom_size: int = 256,
-    vkd_image_size: int = 128,
+    vkd_image_size: int = 96,
     vkd_epochs: int = 12,
     batch_size: int = 16,
-    aals_image_size: int = 128,
-    aals_teacher_epochs: int = 15,
-    aals_student_epochs: int = 5,
+    aals_image_size: int = 256,
+    aals_teacher_epochs: int = 25,
+    aals_student_epochs: int = 8,
 ) -> dict:
     """Generate the synthetic data, run both bundles and print their tables. Returns all figures."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
