@@ -77,7 +77,7 @@ def test_verify_metadata_command_line_uses_the_local_schema():
         ("task",),
         ("version",),
         ("copyright",),
-        ("optional_packages_version",),
+        ("required_packages_version",),
         ("network_data_format", "outputs"),
         ("network_data_format", "inputs", "image", "spatial_shape"),
         ("network_data_format", "outputs", "pred", "num_channels"),
@@ -86,7 +86,6 @@ def test_verify_metadata_command_line_uses_the_local_schema():
 )
 def test_metadata_missing_a_required_field_fails(path, tmp_path, no_downloads):
     metadata = load_metadata(BUNDLE_DIRS[0])
-    metadata.setdefault("optional_packages_version", {})
     parent = metadata
     for key in path[:-1]:
         parent = parent[key]
@@ -97,9 +96,19 @@ def test_metadata_missing_a_required_field_fails(path, tmp_path, no_downloads):
         verify_metadata(meta_file=str(meta_file), filepath=str(META_SCHEMA_PATH))
 
 
+def test_metadata_keeps_its_package_pins_through_monai_parsing():
+    """MONAI 1.6 renames a deprecated 'optional_packages_version' onto 'required_packages_version', so the
+    metadata must not carry it, or every parser that reads it would lose the pins."""
+    from monai.bundle import ConfigParser
+
+    for bundle in BUNDLE_DIRS:
+        parser = ConfigParser()
+        parser.read_meta(str(bundle / "configs" / "metadata.json"))
+        assert "cxrkd-monai" in parser.get("_meta_#required_packages_version")
+
+
 def test_metadata_with_a_wrongly_typed_field_fails(tmp_path, no_downloads):
     metadata = load_metadata(BUNDLE_DIRS[0])
-    metadata.setdefault("optional_packages_version", {})
     metadata["network_data_format"]["outputs"]["pred"]["num_channels"] = "fourteen"
     meta_file = tmp_path / "metadata.json"
     meta_file.write_text(json.dumps(metadata))
