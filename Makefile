@@ -41,6 +41,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --timeout=900
 	$(MAKE) test-deploy
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
 test-deploy: $(DEPLOY_STAMP)
 	$(DEPLOY_VENV)/bin/python -m pytest -q -ra --timeout=900 tests/deploy/test_apps.py
 

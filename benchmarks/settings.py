@@ -1,0 +1,82 @@
+"""Sizes and repeat counts of the two harness modes: ``full`` (``make bench``) and ``quick`` (CI)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["FULL", "QUICK", "BenchmarkSettings"]
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What every benchmark group runs on.
+
+    Args:
+        mode: ``"full"`` or ``"quick"``.
+        image_size: side of the square network input, in pixels.
+        batch_size: images per training or inference batch.
+        warmup: discarded rounds before the kept ones.
+        repeats: kept rounds; every figure is a median over them.
+        batches_per_repeat: training batches per timed round of the in-memory step comparisons.
+        latent_dim: VKD latent size (the bundle default is 512).
+        inference_mc_samples: prior samples of the bundle's Monte Carlo inferer.
+        loop_training_images: training images of the full-loop run (data from disk).
+        scaling_base_images: training images of the 1x dataset of the epoch-time scaling runs.
+        scaling_multipliers: dataset sizes of the scaling runs, as multiples of the base.
+        scaling_repeats: kept epochs of each scaling run (after ``warmup`` epochs).
+        fracture_image_size: side of the fracture detector input, in pixels (a multiple of 32).
+        ddp_steps: timed training steps per process in the DDP comparison.
+    """
+
+    mode: str
+    image_size: int
+    batch_size: int
+    warmup: int
+    repeats: int
+    batches_per_repeat: int
+    latent_dim: int
+    inference_mc_samples: int
+    loop_training_images: int
+    scaling_base_images: int
+    scaling_multipliers: tuple[int, ...]
+    scaling_repeats: int
+    fracture_image_size: int
+    ddp_steps: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FULL = BenchmarkSettings(
+    mode="full",
+    image_size=64,
+    batch_size=8,
+    warmup=1,
+    repeats=7,
+    batches_per_repeat=2,
+    latent_dim=512,
+    inference_mc_samples=10,
+    loop_training_images=32,
+    scaling_base_images=8,
+    scaling_multipliers=(1, 4, 16),
+    scaling_repeats=3,
+    fracture_image_size=64,
+    ddp_steps=6,
+)
+
+QUICK = BenchmarkSettings(
+    mode="quick",
+    image_size=32,
+    batch_size=2,
+    warmup=1,
+    repeats=2,
+    batches_per_repeat=1,
+    latent_dim=16,
+    inference_mc_samples=2,
+    loop_training_images=4,
+    scaling_base_images=2,
+    scaling_multipliers=(1, 4, 16),
+    scaling_repeats=2,
+    fracture_image_size=64,
+    ddp_steps=2,
+)
