@@ -26,6 +26,8 @@ class BenchmarkSettings:
         scaling_repeats: kept epochs of each scaling run (after ``warmup`` epochs).
         fracture_image_size: side of the fracture detector input, in pixels (a multiple of 32).
         ddp_steps: timed training steps per process in the DDP comparison.
+        ddp_training_images: training images of the phantom the DDP bundle runs train on.
+        ddp_epochs: epochs of each DDP bundle run (1 and 2 processes) before the final validation.
     """
 
     mode: str
@@ -42,6 +44,8 @@ class BenchmarkSettings:
     scaling_repeats: int
     fracture_image_size: int
     ddp_steps: int
+    ddp_training_images: int
+    ddp_epochs: int
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +66,8 @@ FULL = BenchmarkSettings(
     scaling_repeats=3,
     fracture_image_size=64,
     ddp_steps=6,
+    ddp_training_images=48,
+    ddp_epochs=4,
 )
 
 QUICK = BenchmarkSettings(
@@ -79,4 +85,6 @@ QUICK = BenchmarkSettings(
     scaling_repeats=2,
     fracture_image_size=64,
     ddp_steps=2,
+    ddp_training_images=24,
+    ddp_epochs=1,
 )

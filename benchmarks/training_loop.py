@@ -33,10 +33,10 @@ from benchmarks.timing import Summary
 __all__ = ["LOADER_VARIANTS", "run"]
 
 LOADER_VARIANTS = {
-    "shipped": ("bundle config as shipped (DataLoader, num_workers={num_workers})", {}),
-    "persistent_workers": (
-        "DataLoader, num_workers={num_workers}, persistent_workers",
-        {"train#dataloader#persistent_workers": True},
+    "shipped": ("bundle config as shipped (DataLoader, num_workers={num_workers}, persistent_workers)", {}),
+    "fresh_workers": (
+        "DataLoader, num_workers={num_workers}, workers started every epoch",
+        {"train#dataloader#persistent_workers": False},
     ),
     "no_workers": ("DataLoader, num_workers=0", {"num_workers": 0}),
     "thread_loader": (

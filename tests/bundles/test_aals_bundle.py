@@ -186,7 +186,8 @@ def test_bad_training_items_fail_naming_file_and_key(phantom, tmp_path, edit, ex
 def test_multi_gpu_train_with_two_cpu_processes(phantom, tmp_path):
     overrides = [f"--{key}={json.dumps(value)}" for key, value in {**FAST, "epochs": 2, "batch_size": 2}.items()]
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run",
         "--config_file", json.dumps([TEACHER, str(CONFIGS / "multi_gpu_train.json")]),
         "--meta_file", str(CONFIGS / "metadata.json"),
         "--logging_file", str(CONFIGS / "logging.conf"),

@@ -207,7 +207,7 @@ def test_two_process_torchrun_on_cpu(phantom, tmp_path):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29531",
+        "--standalone",
         "-m",
         "monai.bundle",
         "run",
@@ -220,6 +220,9 @@ def test_two_process_torchrun_on_cpu(phantom, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()
+    # only rank 0 writes TensorBoard events (training and validation, one process id)
+    writers = {path.name.split(".")[-2] for path in (tmp_path / "eval").glob("events.out.tfevents.*")}
+    assert len(writers) == 1
 
 
 def test_missing_image_names_the_file(phantom, tmp_path):
