@@ -13,7 +13,9 @@ class BenchmarkSettings:
 
     Args:
         mode: ``"full"`` or ``"quick"``.
-        image_size: side of the square network input, in pixels.
+        image_size: side of the square network input of the training figures, in pixels.
+        inference_image_size: side of the square input of the inference latency and memory figures, in pixels
+            (the bundle's own ``image_size`` in full mode: inference alone is affordable at that size on a CPU).
         batch_size: images per training or inference batch.
         warmup: discarded rounds before the kept ones.
         repeats: kept rounds; every figure is a median over them.
@@ -32,6 +34,7 @@ class BenchmarkSettings:
 
     mode: str
     image_size: int
+    inference_image_size: int
     batch_size: int
     warmup: int
     repeats: int
@@ -54,6 +57,7 @@ class BenchmarkSettings:
 FULL = BenchmarkSettings(
     mode="full",
     image_size=64,
+    inference_image_size=224,
     batch_size=8,
     warmup=1,
     repeats=7,
@@ -73,6 +77,7 @@ FULL = BenchmarkSettings(
 QUICK = BenchmarkSettings(
     mode="quick",
     image_size=32,
+    inference_image_size=32,
     batch_size=2,
     warmup=1,
     repeats=2,

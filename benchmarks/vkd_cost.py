@@ -99,7 +99,8 @@ def _inference_figures(parser: ConfigParser, settings: BenchmarkSettings) -> lis
         spatial_dims=2, in_channels=1, out_channels=parser.get_parsed_content("num_classes")
     ).eval()
     monte_carlo = parser.get_parsed_content("validate#inferer", lazy=False)
-    images = torch.rand(settings.batch_size, 1, settings.image_size, settings.image_size)
+    size = settings.inference_image_size
+    images = torch.rand(settings.batch_size, 1, size, size)
     calls = {
         "baseline": lambda: torch.sigmoid(baseline(images)),
         "vkd": lambda: vkd(images),
@@ -155,7 +156,7 @@ def run(settings: BenchmarkSettings, work_dir: Path) -> GroupReport:
         name="vkd_cost",
         title="VKD text branch: training and inference cost against image-only models",
         setup={
-            "image size": f"{settings.image_size} px",
+            "image size": f"training {settings.image_size} px, inference {settings.inference_image_size} px",
             "batch": settings.batch_size,
             "training batches per round": settings.batches_per_repeat,
             "latent_dim": settings.latent_dim,
