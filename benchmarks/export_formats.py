@@ -4,6 +4,11 @@ All three run the deterministic image-only forward (``z = mu_p``) of the same we
 with the same number of CPU threads, interleaved round by round. TorchScript is ``torch.jit.script``
 (what the bundle's ``ckpt_export`` produces); ONNX is the TorchScript-based ``torch.onnx.export`` run by
 ``onnxruntime``'s CPU provider. Outputs are checked against eager before timing.
+
+ONNX Runtime was the fastest, so both bundles' ``inference.json`` (and ``evaluate.json``) make it the default on
+CPU: ``inference_backend`` selects :class:`~cxrkd_monai.engines.OnnxRuntimeBackend`, which runs VKD's image
+encoder (the bulk of the forward timed here) or the whole fracture detector with the same exporter and session
+settings as :func:`_onnx_session`.
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ class BundleInferenceOperator(Operator):
          "image_size": [W, H], "prediction": <the bundle's own prediction record>, "findings": <text>}
 
     The weights are ``models/model.pt`` (loaded by the bundle's ``CheckpointLoader``) or, when there is no
-    ``model.pt``, the TorchScript ``models/model.ts`` of ``ckpt_export``, which then replaces ``network``. The
+    ``model.pt``, the TorchScript ``models/model.ts`` of ``ckpt_export``, which then replaces ``network`` and runs
+    with the PyTorch backend (``inference_backend``: ONNX Runtime needs the eager network). The
     bundle's inference config must read its items from ``dataset#data`` and hold one
     :class:`~cxrkd_monai.engines.PredictionWriter` in ``handlers``, as both bundles of this package do.
 
@@ -282,6 +283,8 @@ class BundleInferenceOperator(Operator):
             return {
                 "ckpt_path": str(torchscript),
                 "network": "$torch.jit.load(@ckpt_path, map_location=@device)",
+                # OnnxRuntimeBackend cannot export or patch a TorchScript module.
+                "inference_backend": "pytorch",
                 "handlers": [h for h in handlers if not str(h.get("_target_", "")).endswith("CheckpointLoader")],
             }
         raise FileNotFoundError(f"Bundle {str(self.bundle_root)!r} has neither {checkpoint} nor {torchscript}.")
