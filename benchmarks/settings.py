@@ -27,6 +27,9 @@ class BenchmarkSettings:
         scaling_multipliers: dataset sizes of the scaling runs, as multiples of the base.
         scaling_repeats: kept epochs of each scaling run (after ``warmup`` epochs).
         fracture_image_size: side of the fracture detector input, in pixels (a multiple of 32).
+        fracture_inference_image_size: side of the fracture detector input of the inference-format figures
+            (the bundle's own ``image_size`` in full mode).
+        fracture_inference_batch_size: images per batch of the fracture detector's inference-format figures.
         ddp_steps: timed training steps per process in the DDP comparison.
         ddp_training_images: training images of the phantom the DDP bundle runs train on.
         ddp_epochs: epochs of each DDP bundle run (1 and 2 processes) before the final validation.
@@ -46,6 +49,8 @@ class BenchmarkSettings:
     scaling_multipliers: tuple[int, ...]
     scaling_repeats: int
     fracture_image_size: int
+    fracture_inference_image_size: int
+    fracture_inference_batch_size: int
     ddp_steps: int
     ddp_training_images: int
     ddp_epochs: int
@@ -69,6 +74,8 @@ FULL = BenchmarkSettings(
     scaling_multipliers=(1, 4, 16),
     scaling_repeats=3,
     fracture_image_size=64,
+    fracture_inference_image_size=512,
+    fracture_inference_batch_size=2,
     ddp_steps=6,
     ddp_training_images=48,
     ddp_epochs=4,
@@ -89,6 +96,8 @@ QUICK = BenchmarkSettings(
     scaling_multipliers=(1, 4, 16),
     scaling_repeats=2,
     fracture_image_size=64,
+    fracture_inference_image_size=64,
+    fracture_inference_batch_size=2,
     ddp_steps=2,
     ddp_training_images=24,
     ddp_epochs=1,

@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-__all__ = ["BACKENDS", "OnnxRuntimeBackend", "OnnxRuntimeModule"]
+__all__ = ["BACKENDS", "OnnxRuntimeBackend", "OnnxRuntimeModule", "export_to_onnxruntime"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class OnnxRuntimeBackend:
                 "(--inference_backend pytorch)."
             )
         module = self._find(network)
-        runner, difference = self._export(module, name)
+        runner, difference = export_to_onnxruntime(module, self.input_shape, name, self.tolerance)
         self._original = module if self.submodule else engine.network
         self._install(engine, network, runner)
         logger.info(
@@ -177,51 +177,74 @@ class OnnxRuntimeBackend:
         parent_name, _, attribute = self.submodule.rpartition(".")
         setattr(network.get_submodule(parent_name), attribute, module)
 
-    def _export(self, module: nn.Module, name: str) -> tuple[OnnxRuntimeModule, float]:
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        # A private generator keeps the global RNG, and so the inferer's seeded draws, untouched.
-        generator = torch.Generator().manual_seed(0)
-        example = torch.rand((2, *self.input_shape), generator=generator).to(device)
-        check = torch.rand((3, *self.input_shape), generator=generator).to(device)
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                reference = module(check)
-            if not isinstance(reference, torch.Tensor):
-                raise ValueError(f"OnnxRuntimeBackend: {name} must return one tensor, got {type(reference).__name__}.")
-            buffer = io.BytesIO()
-            with warnings.catch_warnings():
-                # The TorchScript-based exporter is deprecated in favour of torch.export, which needs onnxscript
-                # and takes far longer on these CNNs; it writes the same graph.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    buffer,
-                    input_names=["input"],
-                    output_names=["output"],
-                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                    dynamo=False,
-                )
-        finally:
-            module.train(was_training)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        runner = OnnxRuntimeModule(session, self.input_shape, name)
+
+def export_to_onnxruntime(
+    module: nn.Module, input_shape: Sequence[int], name: str, tolerance: float = 1e-4
+) -> tuple[OnnxRuntimeModule, float]:
+    """Exports ``module`` to ONNX in memory and returns it as an :class:`OnnxRuntimeModule` checked against PyTorch.
+
+    The TorchScript-based ``torch.onnx.export`` (dynamic batch axis, fixed ``input_shape``) of ``module`` in eval
+    mode, run by an ``onnxruntime.InferenceSession`` with the ``CPUExecutionProvider``, ``torch.get_num_threads()``
+    intra-op threads and one inter-op thread. ``module``'s training mode and the global RNG are left as they were.
+
+    Args:
+        module: a PyTorch module with one image input ``(B, *input_shape)`` and one tensor output.
+        input_shape: ``(C, *spatial)``.
+        name: how to name ``module`` in messages.
+        tolerance: ``torch.allclose(rtol=atol=tolerance)`` between ONNX Runtime and PyTorch on a random
+            ``(3, *input_shape)`` check input.
+
+    Returns:
+        the ONNX Runtime module and its largest ``|ONNX Runtime - PyTorch|`` on the check input.
+
+    Raises:
+        ValueError: ``module`` does not return one tensor, or ONNX Runtime differs from PyTorch (in shape, or by more
+            than ``tolerance``), naming ``name`` and the difference.
+    """
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    # A private generator keeps the global RNG, and so the inferer's seeded draws, untouched.
+    generator = torch.Generator().manual_seed(0)
+    example = torch.rand((2, *input_shape), generator=generator).to(device)
+    check = torch.rand((3, *input_shape), generator=generator).to(device)
+    was_training = module.training
+    module.eval()
+    try:
         with torch.no_grad():
-            output = runner(check)
-        if output.shape != reference.shape:
-            raise ValueError(
-                f"OnnxRuntimeBackend: ONNX Runtime output of {name} has shape {list(output.shape)}, PyTorch "
-                f"{list(reference.shape)}, for input {list(check.shape)}."
+            reference = module(check)
+        if not isinstance(reference, torch.Tensor):
+            raise ValueError(f"OnnxRuntimeBackend: {name} must return one tensor, got {type(reference).__name__}.")
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated in favour of torch.export, which needs onnxscript
+            # and takes far longer on these CNNs; it writes the same graph.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                dynamo=False,
             )
-        difference = float((output - reference).abs().max())
-        if not torch.allclose(output, reference, rtol=self.tolerance, atol=self.tolerance):
-            raise ValueError(
-                f"OnnxRuntimeBackend: ONNX Runtime output of {name} differs from PyTorch by up to {difference:.2e} "
-                f"(tolerance {self.tolerance}); run it with the PyTorch backend (--inference_backend pytorch)."
-            )
-        return runner, difference
+    finally:
+        module.train(was_training)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    runner = OnnxRuntimeModule(session, input_shape, name)
+    with torch.no_grad():
+        output = runner(check)
+    if output.shape != reference.shape:
+        raise ValueError(
+            f"OnnxRuntimeBackend: ONNX Runtime output of {name} has shape {list(output.shape)}, PyTorch "
+            f"{list(reference.shape)}, for input {list(check.shape)}."
+        )
+    difference = float((output - reference).abs().max())
+    if not torch.allclose(output, reference, rtol=tolerance, atol=tolerance):
+        raise ValueError(
+            f"OnnxRuntimeBackend: ONNX Runtime output of {name} differs from PyTorch by up to {difference:.2e} "
+            f"(tolerance {tolerance}); run it with the PyTorch backend (--inference_backend pytorch)."
+        )
+    return runner, difference
