@@ -14,7 +14,7 @@ from cxrkd_monai.data.phantom.model import FRACTURE_CLASS_NAMES, VKD_CLASS_NAMES
 from cxrkd_monai.data.phantom.regions import fracture_regions
 from cxrkd_monai.data.phantom.render import render_chest_radiograph
 from cxrkd_monai.data.phantom.reports import write_report
-from cxrkd_monai.data.phantom.sampling import _resolve_prevalence, sample_acquisition, sample_anatomy, sample_findings
+from cxrkd_monai.data.phantom.sampling import resolve_prevalence, sample_acquisition, sample_anatomy, sample_findings
 from cxrkd_monai.data.splits import split_patients
 
 __all__ = ["generate_phantom_dataset"]
@@ -87,7 +87,7 @@ def generate_phantom_dataset(
     width, height = _checked_image_size(image_size)
     fewest_studies, most_studies = _checked_studies_per_patient(studies_per_patient)
     fractions = _checked_split_fractions(split_fractions)
-    rates = _resolve_prevalence(prevalence)
+    rates = resolve_prevalence(prevalence)
     if not 0.0 <= region_annotated_fraction <= 1.0:
         raise ValueError(f"region_annotated_fraction must be in [0, 1], got {region_annotated_fraction!r}.")
     splits = _split_patients(num_patients, fractions, seed)

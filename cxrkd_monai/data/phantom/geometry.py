@@ -16,40 +16,58 @@ from scipy.special import expit
 
 from cxrkd_monai.data.phantom.model import Acquisition, ChestAnatomy, Finding
 
-_SIDE_SIGN = {"right": -1.0, "left": 1.0}
+__all__ = [
+    "Break",
+    "Frame",
+    "SIDE_SIGN",
+    "anterior_rib_centre",
+    "break_of",
+    "chest_wall",
+    "clavicle_centre",
+    "clavicle_half_thickness",
+    "dome",
+    "heart_field",
+    "lung_field",
+    "lung_outline",
+    "mediastinum_field",
+    "posterior_rib_centre",
+    "visible_lung",
+]
+
+SIDE_SIGN = {"right": -1.0, "left": 1.0}
 
 
-def _dome(anatomy: ChestAnatomy, side: str, t: np.ndarray) -> np.ndarray:
+def dome(anatomy: ChestAnatomy, side: str, t: np.ndarray) -> np.ndarray:
     """``b`` of the hemidiaphragm on ``side`` at lateral distance ``t``: highest mid-lung, lowest laterally."""
     top = anatomy.dome_tops[0 if side == "right" else 1]
     curvature = 0.12 / (anatomy.thorax_half_width - 0.35) ** 2
     return top + curvature * (t - 0.35) ** 2
 
 
-def _lung_outline(anatomy: ChestAnatomy):
+def lung_outline(anatomy: ChestAnatomy):
     """Centre and radii ``(t, b)`` of the lung ellipse: its upper half rounds the apex, below it is straight."""
     medial, lateral = 0.06, anatomy.thorax_half_width
     radius_b = 0.45
     return (lateral + medial) / 2, anatomy.lung_apex + radius_b, (lateral - medial) / 2, radius_b
 
 
-def _lung_field(anatomy: ChestAnatomy, side: str, t: np.ndarray, b: np.ndarray, edge: float) -> np.ndarray:
+def lung_field(anatomy: ChestAnatomy, side: str, t: np.ndarray, b: np.ndarray, edge: float) -> np.ndarray:
     """Soft mask of one lung: the outline ellipse cut by the dome."""
-    centre_t, centre_b, radius_t, radius_b = _lung_outline(anatomy)
+    centre_t, centre_b, radius_t, radius_b = lung_outline(anatomy)
     ellipse = ((t - centre_t) / radius_t) ** 2 + (np.minimum(b - centre_b, 0.0) / radius_b) ** 2
     # Near the rim 1 - ellipse ~ 2 * distance / radius, so this edge is about `edge` wide.
     outline = expit((1.0 - ellipse) * radius_t / (2.0 * edge))
-    return outline * expit((_dome(anatomy, side, t) - b) / edge)
+    return outline * expit((dome(anatomy, side, t) - b) / edge)
 
 
-def _chest_wall(anatomy: ChestAnatomy, b: np.ndarray) -> np.ndarray:
+def chest_wall(anatomy: ChestAnatomy, b: np.ndarray) -> np.ndarray:
     """Lateral ``t`` of the lung outline at height ``b``, where the ribs turn forward."""
-    centre_t, centre_b, radius_t, radius_b = _lung_outline(anatomy)
+    centre_t, centre_b, radius_t, radius_b = lung_outline(anatomy)
     above = np.clip((centre_b - b) / radius_b, 0.0, 1.0)
     return centre_t + radius_t * np.sqrt(1.0 - above**2)
 
 
-def _heart_field(anatomy: ChestAnatomy, heart_ratio: float, a: np.ndarray, b: np.ndarray, edge: float):
+def heart_field(anatomy: ChestAnatomy, heart_ratio: float, a: np.ndarray, b: np.ndarray, edge: float):
     """Soft mask of the cardiac silhouette: two half ellipses, two fifths of the width on the patient's
     right and three fifths, reaching lower, on the left; its lower part hides below the diaphragm."""
     centre_a, centre_b = anatomy.heart_centre
@@ -62,7 +80,7 @@ def _heart_field(anatomy: ChestAnatomy, heart_ratio: float, a: np.ndarray, b: np
     return expit((1.0 - ellipse) * radius_b / (2.0 * edge))
 
 
-def _mediastinum_field(anatomy: ChestAnatomy, a: np.ndarray, b: np.ndarray, edge: float) -> np.ndarray:
+def mediastinum_field(anatomy: ChestAnatomy, a: np.ndarray, b: np.ndarray, edge: float) -> np.ndarray:
     """Soft mask of the upper mediastinum with the aortic knob on the patient's left."""
     band = expit((0.085 - np.abs(a - 0.01)) / edge)
     knob_b = anatomy.lung_apex + 0.2
@@ -70,16 +88,16 @@ def _mediastinum_field(anatomy: ChestAnatomy, a: np.ndarray, b: np.ndarray, edge
     return np.maximum(band, knob)
 
 
-def _visible_lung(anatomy: ChestAnatomy, heart_ratio: float, a: np.ndarray, b: np.ndarray, edge: float):
+def visible_lung(anatomy: ChestAnatomy, heart_ratio: float, a: np.ndarray, b: np.ndarray, edge: float):
     """Lung area not hidden by the heart or mediastinum, both sides."""
-    lungs = _lung_field(anatomy, "right", -a, b, edge) + _lung_field(anatomy, "left", a, b, edge)
-    hidden = 1.0 - (1.0 - _heart_field(anatomy, heart_ratio, a, b, edge)) * (
-        1.0 - _mediastinum_field(anatomy, a, b, edge)
+    lungs = lung_field(anatomy, "right", -a, b, edge) + lung_field(anatomy, "left", a, b, edge)
+    hidden = 1.0 - (1.0 - heart_field(anatomy, heart_ratio, a, b, edge)) * (
+        1.0 - mediastinum_field(anatomy, a, b, edge)
     )
     return lungs * (1.0 - hidden)
 
 
-def _posterior_rib_centre(anatomy: ChestAnatomy, rib: int, t: np.ndarray):
+def posterior_rib_centre(anatomy: ChestAnatomy, rib: int, t: np.ndarray):
     """``b`` and slope ``db/dt`` of a posterior rib: rising gently from the spine, then arching down."""
     # Intercostal spaces widen slightly down the chest.
     level = anatomy.first_rib_level + (rib - 1) * anatomy.rib_spacing * (1.0 + 0.025 * (rib - 1))
@@ -87,7 +105,7 @@ def _posterior_rib_centre(anatomy: ChestAnatomy, rib: int, t: np.ndarray):
     return level - 0.05 * t + 0.6 * bend**2, -0.05 + 1.2 * bend
 
 
-def _anterior_rib_centre(anatomy: ChestAnatomy, rib: int, t: np.ndarray):
+def anterior_rib_centre(anatomy: ChestAnatomy, rib: int, t: np.ndarray):
     """``b`` and slope of an anterior rib: descending from the chest wall towards the sternum."""
     lateral_level = anatomy.first_rib_level + (rib + 0.6) * anatomy.rib_spacing
     span = anatomy.thorax_half_width - 0.18
@@ -95,7 +113,7 @@ def _anterior_rib_centre(anatomy: ChestAnatomy, rib: int, t: np.ndarray):
     return lateral_level + 0.16 * fraction**1.3, -0.16 * 1.3 * fraction**0.3 / span
 
 
-def _clavicle_centre(anatomy: ChestAnatomy, t: np.ndarray):
+def clavicle_centre(anatomy: ChestAnatomy, t: np.ndarray):
     """``b`` and slope of a clavicle: an S rising from the sternal end to the shoulder."""
     phase = np.pi * np.clip((t - 0.06) / 0.5, 0.0, 1.0)
     return (
@@ -104,12 +122,12 @@ def _clavicle_centre(anatomy: ChestAnatomy, t: np.ndarray):
     )
 
 
-def _clavicle_half_thickness(anatomy: ChestAnatomy) -> float:
+def clavicle_half_thickness(anatomy: ChestAnatomy) -> float:
     return 1.25 * anatomy.rib_half_thickness
 
 
 @dataclass(frozen=True)
-class _Break:
+class Break:
     """A bone break at lateral distance ``t``: a lucent gap and a step of the lateral fragment."""
 
     t: float
@@ -134,15 +152,15 @@ class _Break:
         return 1.0 - self.depth * np.exp(-(((t - self.t) / self.gap) ** 2))
 
 
-def _break_of(finding: Finding) -> _Break:
+def break_of(finding: Finding) -> Break:
     conspicuity = finding.conspicuity
     if finding.kind == "rib_fracture":
-        return _Break(finding.position[0], 0.006 + 0.018 * conspicuity, 0.5 + 0.5 * conspicuity, finding.size)
-    return _Break(finding.position[0], 0.008 + 0.02 * conspicuity, 0.5 + 0.5 * conspicuity, finding.size)
+        return Break(finding.position[0], 0.006 + 0.018 * conspicuity, 0.5 + 0.5 * conspicuity, finding.size)
+    return Break(finding.position[0], 0.008 + 0.02 * conspicuity, 0.5 + 0.5 * conspicuity, finding.size)
 
 
 @dataclass(frozen=True)
-class _Frame:
+class Frame:
     """The body frame of one study on its pixel grid: pixel sizes, pixel-centre coordinates, inverse map."""
 
     acquisition: Acquisition

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxrkd_monai.data.phantom.geometry import (
-    _SIDE_SIGN,
-    _break_of,
-    _clavicle_centre,
-    _clavicle_half_thickness,
-    _Frame,
-    _posterior_rib_centre,
+    SIDE_SIGN,
+    Frame,
+    break_of,
+    clavicle_centre,
+    clavicle_half_thickness,
+    posterior_rib_centre,
 )
 from cxrkd_monai.data.phantom.model import FRACTURE_CLASS_NAMES, Acquisition, ChestAnatomy, Finding
 
@@ -55,19 +55,19 @@ def fracture_regions(
         image_size: ``(W, H)`` in pixels.
     """
     width, height = (int(s) for s in image_size)
-    frame = _Frame(acquisition, width, height)
+    frame = Frame(acquisition, width, height)
     regions = []
     for finding in findings:
         if finding.kind not in FRACTURE_CLASS_NAMES:
             continue
-        bone_break = _break_of(finding)
-        half = anatomy.rib_half_thickness if finding.kind == "rib_fracture" else _clavicle_half_thickness(anatomy)
+        bone_break = break_of(finding)
+        half = anatomy.rib_half_thickness if finding.kind == "rib_fracture" else clavicle_half_thickness(anatomy)
         reach = 2.0 * bone_break.gap + 0.012
         t = np.linspace(bone_break.t - reach, bone_break.t + reach, 17)
         centre, slope = _fractured_bone_centre(anatomy, finding, t)
         centre = centre + bone_break.step(t)
         half_height = half * np.sqrt(1.0 + (slope / frame.slope_scale) ** 2)
-        sign = _SIDE_SIGN[finding.side]
+        sign = SIDE_SIGN[finding.side]
         edges = np.concatenate([centre - half_height, centre + half_height])
         xs, ys = frame.to_pixels(sign * np.concatenate([t, t]), edges)
         box = (
@@ -85,5 +85,5 @@ def fracture_regions(
 
 def _fractured_bone_centre(anatomy: ChestAnatomy, finding: Finding, t: np.ndarray):
     if finding.kind == "rib_fracture":
-        return _posterior_rib_centre(anatomy, finding.rib, t)
-    return _clavicle_centre(anatomy, t)
+        return posterior_rib_centre(anatomy, finding.rib, t)
+    return clavicle_centre(anatomy, t)

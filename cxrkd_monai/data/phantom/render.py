@@ -11,19 +11,19 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from scipy.special import expit
 
 from cxrkd_monai.data.phantom.geometry import (
-    _SIDE_SIGN,
-    _anterior_rib_centre,
-    _Break,
-    _break_of,
-    _chest_wall,
-    _clavicle_centre,
-    _clavicle_half_thickness,
-    _dome,
-    _Frame,
-    _heart_field,
-    _lung_field,
-    _mediastinum_field,
-    _posterior_rib_centre,
+    SIDE_SIGN,
+    Break,
+    Frame,
+    anterior_rib_centre,
+    break_of,
+    chest_wall,
+    clavicle_centre,
+    clavicle_half_thickness,
+    dome,
+    heart_field,
+    lung_field,
+    mediastinum_field,
+    posterior_rib_centre,
 )
 from cxrkd_monai.data.phantom.model import FINDING_KINDS, Acquisition, ChestAnatomy, Finding
 
@@ -35,14 +35,14 @@ _LUNG_AIR = 0.3
 def _add_bone_band(
     bone: np.ndarray,
     weight: float,
-    frame: _Frame,
+    frame: Frame,
     t: np.ndarray,
     b: np.ndarray,
     centre_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     half_thickness: float,
     extent: tuple[float, np.ndarray],
     bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    breaks: Sequence[_Break] = (),
+    breaks: Sequence[Break] = (),
 ) -> None:
     """Add one rib or clavicle to ``bone``: a band with brighter cortical edges, faded at its ends, possibly
     broken. Only the rows and columns the band can reach are computed, which keeps rendering fast;
@@ -100,7 +100,7 @@ def render_chest_radiograph(
         ((112, 128), dtype('uint8'))
     """
     width, height = (int(s) for s in image_size)
-    frame = _Frame(acquisition, width, height)
+    frame = Frame(acquisition, width, height)
     a, b = frame.coordinates()
     edge = frame.edge
     noise_rng = np.random.default_rng(acquisition.noise_seed)
@@ -117,22 +117,22 @@ def render_chest_radiograph(
     density = anatomy.soft_tissue_density * (1.0 - 0.6 * (a / anatomy.body_half_width) ** 2) * body
     # Breast and pectoral soft tissue thicken the lower lateral chest.
     density += 0.06 * body * expit((b - 0.55) / 0.08) * np.minimum(np.abs(a) / anatomy.body_half_width, 1.0)
-    dome_under = np.where(a < 0, _dome(anatomy, "right", -a), _dome(anatomy, "left", a))
+    dome_under = np.where(a < 0, dome(anatomy, "right", -a), dome(anatomy, "left", a))
     density += 0.1 * body * expit((b - dome_under) / (4 * edge))
     gastric_bubble = ((a - 0.4) / 0.07) ** 2 + ((b - anatomy.dome_tops[1] - 0.05) / 0.025) ** 2
     density -= 0.1 * expit((1.0 - gastric_bubble) * 0.025 / edge)
 
-    heart = _heart_field(anatomy, heart_ratio, a, b, edge)
-    uncovered = (1.0 - heart) * (1.0 - _mediastinum_field(anatomy, a, b, edge))
+    heart = heart_field(anatomy, heart_ratio, a, b, edge)
+    uncovered = (1.0 - heart) * (1.0 - mediastinum_field(anatomy, a, b, edge))
     density += 0.02 * heart
     trachea = expit((0.028 - np.abs(a - 0.005)) / edge) * expit((anatomy.lung_apex + 0.22 - b) / 0.02)
     density -= 0.1 * trachea * body
 
     fine_texture = gaussian_filter(noise_rng.standard_normal((height, width)), 0.008 / frame.pixel_b)
     fine_texture = (fine_texture / (fine_texture.std() + 1e-8)).astype(np.float32)
-    for side, sign in _SIDE_SIGN.items():
+    for side, sign in SIDE_SIGN.items():
         t = sign * a
-        lung = _lung_field(anatomy, side, t, b, edge) * uncovered
+        lung = lung_field(anatomy, side, t, b, edge) * uncovered
         aerated = lung
         pneumothoraces = [f for f in by_kind["pneumothorax"] if f.side == side]
         for pneumothorax in pneumothoraces:
@@ -172,7 +172,7 @@ def _add_pneumothorax(
     line, and return the part of the lung that still holds vessels."""
     anchor_t, anchor_b = 0.2, anatomy.dome_tops[0] - 0.05
     keep = 1.0 - pneumothorax.size
-    collapsed = _lung_field(anatomy, side, anchor_t + (t - anchor_t) / keep, anchor_b + (b - anchor_b) / keep, edge)
+    collapsed = lung_field(anatomy, side, anchor_t + (t - anchor_t) / keep, anchor_b + (b - anchor_b) / keep, edge)
     pleural_space = lung * (1.0 - collapsed)
     density -= (0.05 + 0.05 * pneumothorax.conspicuity) * pleural_space
     # 4 m (1 - m) of a soft mask peaks on its rim: a thin line along the collapsed lung's edge.
@@ -181,10 +181,10 @@ def _add_pneumothorax(
 
 
 def _vessel_pattern(
-    anatomy: ChestAnatomy, side: str, a: np.ndarray, b: np.ndarray, frame: _Frame, fine_texture: np.ndarray
+    anatomy: ChestAnatomy, side: str, a: np.ndarray, b: np.ndarray, frame: Frame, fine_texture: np.ndarray
 ) -> np.ndarray:
     """Vessel markings: streaks radiating from the hilum, fading towards the periphery."""
-    sign = _SIDE_SIGN[side]
+    sign = SIDE_SIGN[side]
     dx = (a - sign * 0.2) * frame.slope_scale
     dy = b - (anatomy.dome_tops[0] - 0.24)
     radius = np.sqrt(dx**2 + dy**2)
@@ -201,14 +201,14 @@ def _vessel_pattern(
 def _effusion_fluid(anatomy: ChestAnatomy, side: str, t: np.ndarray, b: np.ndarray, effusion: Finding):
     """Fluid at the lung base under a meniscus that climbs the lateral chest wall."""
     lateral = anatomy.thorax_half_width
-    angle_level = _dome(anatomy, side, lateral)
+    angle_level = dome(anatomy, side, lateral)
     climb = 0.5 + 0.5 * np.clip((t - 0.1) / (lateral - 0.1), 0.0, 1.0) ** 2
     top = angle_level - effusion.size * climb
     # Small effusions keep a soft upper edge, large ones a sharper meniscus.
     return expit((b - top) / (0.02 - 0.012 * effusion.conspicuity))
 
 
-def _opacity_patch(opacity: Finding, t: np.ndarray, b: np.ndarray, frame: _Frame) -> np.ndarray:
+def _opacity_patch(opacity: Finding, t: np.ndarray, b: np.ndarray, frame: Frame) -> np.ndarray:
     """Hazy, patchy consolidation: a broad blob modulated by smooth random texture."""
     centre_t, centre_b = opacity.position
     distance2 = (((t - centre_t) * frame.slope_scale) ** 2 + (b - centre_b) ** 2) / opacity.size**2
@@ -218,7 +218,7 @@ def _opacity_patch(opacity: Finding, t: np.ndarray, b: np.ndarray, frame: _Frame
     return np.exp(-distance2) * np.clip(0.75 + 0.35 * texture, 0.0, 1.5)
 
 
-def _nodule_sphere(nodule: Finding, t: np.ndarray, b: np.ndarray, frame: _Frame) -> np.ndarray:
+def _nodule_sphere(nodule: Finding, t: np.ndarray, b: np.ndarray, frame: Frame) -> np.ndarray:
     """Projected thickness of a sphere: a round opacity densest at its centre."""
     centre_t, centre_b = nodule.position
     distance = np.sqrt(((t - centre_t) * frame.slope_scale) ** 2 + (b - centre_b) ** 2)
@@ -227,7 +227,7 @@ def _nodule_sphere(nodule: Finding, t: np.ndarray, b: np.ndarray, frame: _Frame)
 
 
 def _bones(
-    anatomy: ChestAnatomy, frame: _Frame, a: np.ndarray, b: np.ndarray, by_kind: Mapping[str, list[Finding]]
+    anatomy: ChestAnatomy, frame: Frame, a: np.ndarray, b: np.ndarray, by_kind: Mapping[str, list[Finding]]
 ) -> np.ndarray:
     """Spine, ribs, clavicles, scapulae and humeral heads, with the fractures of this study."""
     edge = frame.edge
@@ -235,28 +235,28 @@ def _bones(
     disc = np.exp(-(((vertebra - 0.5) / 0.12) ** 2))
     bone = 0.07 * expit((0.055 - np.abs(a)) / edge) * (1.0 - 0.35 * disc)
     lateral = anatomy.thorax_half_width
-    rib_ends = _chest_wall(anatomy, b) + 0.05
+    rib_ends = chest_wall(anatomy, b) + 0.05
     row_bounds = (b.min(axis=1), b.max(axis=1))
-    for side, sign in _SIDE_SIGN.items():
+    for side, sign in SIDE_SIGN.items():
         t = sign * a
         bounds = (*row_bounds, t.min(axis=0), t.max(axis=0))
-        rib_breaks: dict[int, list[_Break]] = {}
+        rib_breaks: dict[int, list[Break]] = {}
         for fracture in by_kind["rib_fracture"]:
             if fracture.side == side:
-                rib_breaks.setdefault(fracture.rib, []).append(_break_of(fracture))
+                rib_breaks.setdefault(fracture.rib, []).append(break_of(fracture))
         for rib in range(1, 11):
             _add_bone_band(
-                bone, 0.13, frame, t, b, partial(_posterior_rib_centre, anatomy, rib), anatomy.rib_half_thickness,
+                bone, 0.13, frame, t, b, partial(posterior_rib_centre, anatomy, rib), anatomy.rib_half_thickness,
                 (0.06, rib_ends), bounds, rib_breaks.get(rib, ()),
             )
         for rib in range(1, 7):
             _add_bone_band(
-                bone, 0.05, frame, t, b, partial(_anterior_rib_centre, anatomy, rib), 0.8 * anatomy.rib_half_thickness,
+                bone, 0.05, frame, t, b, partial(anterior_rib_centre, anatomy, rib), 0.8 * anatomy.rib_half_thickness,
                 (0.2, rib_ends), bounds,
             )
-        clavicle_breaks = [_break_of(f) for f in by_kind["clavicle_fracture"] if f.side == side]
+        clavicle_breaks = [break_of(f) for f in by_kind["clavicle_fracture"] if f.side == side]
         _add_bone_band(
-            bone, 0.3, frame, t, b, partial(_clavicle_centre, anatomy), _clavicle_half_thickness(anatomy),
+            bone, 0.3, frame, t, b, partial(clavicle_centre, anatomy), clavicle_half_thickness(anatomy),
             (0.07, np.full_like(b, 0.58)), bounds, clavicle_breaks,
         )
         medial_border = lateral - 0.16 - 0.1 * (anatomy.lung_apex + 0.33 - b) / 0.31

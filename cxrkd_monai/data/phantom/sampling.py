@@ -8,15 +8,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from cxrkd_monai.data.phantom.geometry import (
-    _SIDE_SIGN,
-    _clavicle_centre,
-    _clavicle_half_thickness,
-    _posterior_rib_centre,
-    _visible_lung,
+    SIDE_SIGN,
+    clavicle_centre,
+    clavicle_half_thickness,
+    posterior_rib_centre,
+    visible_lung,
 )
 from cxrkd_monai.data.phantom.model import DEFAULT_PREVALENCE, FINDING_KINDS, Acquisition, ChestAnatomy, Finding
 
-__all__ = ["sample_acquisition", "sample_anatomy", "sample_findings"]
+__all__ = ["resolve_prevalence", "sample_acquisition", "sample_anatomy", "sample_findings"]
 
 
 def sample_anatomy(rng: np.random.Generator) -> ChestAnatomy:
@@ -71,7 +71,7 @@ def sample_findings(
         The findings in the order of :data:`FINDING_KINDS`; a rib fracture of several ribs gives one
         finding per rib.
     """
-    rates = _resolve_prevalence(prevalence)
+    rates = resolve_prevalence(prevalence)
     presence = rng.random(len(FINDING_KINDS))
     kind_rngs = dict(zip(FINDING_KINDS, rng.spawn(len(FINDING_KINDS))))
     present = {kind: bool(u < rates[kind]) for kind, u in zip(FINDING_KINDS, presence)}
@@ -110,8 +110,8 @@ def sample_findings(
         side = str(r.choice(["right", "left"]))
         t = r.uniform(0.2, 0.42)
         direction = 1.0 if r.random() < 0.75 else -1.0
-        displacement = direction * (0.25 + 1.25 * conspicuity) * 2 * _clavicle_half_thickness(anatomy)
-        centre, _ = _clavicle_centre(anatomy, t)
+        displacement = direction * (0.25 + 1.25 * conspicuity) * 2 * clavicle_half_thickness(anatomy)
+        centre, _ = clavicle_centre(anatomy, t)
         findings.append(Finding("clavicle_fracture", conspicuity, side, (t, float(centre)), displacement))
     return tuple(findings)
 
@@ -128,7 +128,7 @@ def _sample_rib_fractures(rng: np.random.Generator, anatomy: ChestAnatomy) -> li
         t = float(np.clip(t_line + rng.uniform(-0.04, 0.04), 0.36, 0.74))
         direction = 1.0 if rng.random() < 0.5 else -1.0
         displacement = direction * (0.25 + 1.25 * conspicuity) * 2 * anatomy.rib_half_thickness
-        centre, _ = _posterior_rib_centre(anatomy, rib, t)
+        centre, _ = posterior_rib_centre(anatomy, rib, t)
         fractures.append(Finding("rib_fracture", conspicuity, side, (t, float(centre)), displacement, rib=rib))
     return fractures
 
@@ -137,19 +137,19 @@ def _point_inside_lung(
     rng: np.random.Generator, anatomy: ChestAnatomy, heart_ratio: float, side: str, margin: float
 ) -> tuple[float, float]:
     """A ``(t, b)`` well inside the visible lung on ``side`` (not behind the heart or mediastinum)."""
-    sign = _SIDE_SIGN[side]
+    sign = SIDE_SIGN[side]
     # Almost every draw lands inside within a few tries; the last draw stands if none does.
     for _ in range(200):
         t = rng.uniform(0.25, anatomy.thorax_half_width - margin)
         b = rng.uniform(anatomy.lung_apex + margin, anatomy.dome_tops[1] + 0.08)
         ring = [(t + dt, b + db) for dt, db in ((0, 0), (margin, 0), (-margin, 0), (0, margin), (0, -margin))]
         ts, bs = np.array(ring).T
-        if np.min(_visible_lung(anatomy, heart_ratio, sign * ts, bs, edge=0.004)) > 0.9:
+        if np.min(visible_lung(anatomy, heart_ratio, sign * ts, bs, edge=0.004)) > 0.9:
             break
     return float(t), float(b)
 
 
-def _resolve_prevalence(prevalence: Mapping[str, float] | None) -> dict[str, float]:
+def resolve_prevalence(prevalence: Mapping[str, float] | None) -> dict[str, float]:
     rates = dict(DEFAULT_PREVALENCE)
     for kind, value in (prevalence or {}).items():
         if kind not in DEFAULT_PREVALENCE:
