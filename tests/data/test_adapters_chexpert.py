@@ -56,7 +56,13 @@ def test_chexpert_pooled_split_per_patient_with_uncertain_ones(chexpert, tmp_pat
     assert len(patient1) == 2 and all(it["report"] == "" for it in patient1)
     edema, effusion = CHEXPERT_CLASSES.index("Edema"), CHEXPERT_CLASSES.index("Pleural Effusion")
     frontal = next(it for it in patient1 if it["image"].endswith("study1/view1_frontal.jpg"))
-    assert frontal["label"][edema] == 1.0 and frontal["label"][effusion] == 1.0 and sum(frontal["label_mask"]) == 2
+    assert frontal["label"][edema] == 1.0 and frontal["label"][effusion] == 1.0 and sum(frontal["label"]) == 2
+    assert frontal["label_mask"] == [1.0] * 14 and datalist["blank_policy"] == "zeros"  # blank -> 0 by default
+    # "No Finding" is derived: 0 beside a positive finding (uncertain Edema is positive under "ones"), 1 for the
+    # study the labeler called normal, and observed both ways.
+    no_finding = CHEXPERT_CLASSES.index("No Finding")
+    normal = next(it for it in patient1 if "study2" in it["image"])
+    assert (frontal["label"][no_finding], normal["label"][no_finding]) == (0.0, 1.0)
     assert frontal["image"] == "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
     effusion_positive = sum(summary["label_prevalence"][s]["Pleural Effusion"]["positive"] for s in SPLITS)
     assert effusion_positive == 5

@@ -53,6 +53,7 @@ def test_generic_classification_csv(hospital, tmp_path, caplog):
     assert [it["patient_id"] for it in datalist["test"]] == ["A"]
     assert datalist["test"][0]["report"] == "FINDINGS: Small left pneumothorax."
     assert datalist["test"][0]["label"] == [1.0, 0.0, 0.0] and datalist["test"][0]["label_mask"] == [1.0, 0.0, 0.0]
+    assert datalist["blank_policy"] == "mask"  # a hospital's blank cell is unknown unless the user says otherwise
     rest = [it for split in ("training", "validation") for it in datalist[split]]
     assert [it["patient_id"] for it in rest] == ["B"]
     assert rest[0]["report"] == "IMPRESSION: clear." and rest[0]["label_mask"] == [1.0, 1.0, 0.0]

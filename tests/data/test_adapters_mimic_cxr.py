@@ -83,8 +83,13 @@ def test_mimic_datalist_labels_reports_and_skips(mimic, tmp_path):
     edema, cardio, pneumonia = (CHEXPERT_CLASSES.index(c) for c in ("Edema", "Cardiomegaly", "Pneumonia"))
     assert (first["label"][edema], first["label_mask"][edema]) == (0.0, 1.0)  # uncertain -> 0 by default
     assert (first["label"][cardio], first["label_mask"][cardio]) == (1.0, 1.0)
-    assert first["label_mask"][pneumonia] == 0.0  # blank -> masked
-    assert sum(first["label_mask"]) == 2
+    assert (first["label"][pneumonia], first["label_mask"][pneumonia]) == (0.0, 1.0)  # blank -> 0 by default
+    assert datalist["blank_policy"] == "zeros"
+    assert all(it["label_mask"] == [1.0] * 14 for it in items)
+    # "No Finding" is blank in every row; it is derived: 1 exactly when no finding is positive.
+    no_finding = CHEXPERT_CLASSES.index("No Finding")
+    assert [it["label"][no_finding] for it in items] == [1.0 - it["label"][cardio] for it in items]
+    assert {it["label"][no_finding] for it in items} == {0.0, 1.0}
     assert first["report"] == "FINDINGS: No effusion. IMPRESSION: Normal chest."
     assert first["image"] == "../mimic-cxr-jpg/files/p10/p10000000/s50000000/d00-pa.jpg"
 
@@ -112,6 +117,21 @@ def test_mimic_official_split_and_keep_policy(mimic, tmp_path):
     assert "report_empty" not in summary["skipped"] and "report_file_missing" not in summary["skipped"]
     edema = CHEXPERT_CLASSES.index("Edema")
     assert all(it["label_mask"][edema] == 0.0 for it in datalist["training"])
+
+
+def test_mimic_mask_policy_masks_blanks_and_no_finding_is_not_all_positive(mimic, tmp_path):
+    out = tmp_path / "mimic_mask.json"
+    MimicCxrAdapter(mimic, blank_policy="mask").prepare(out)
+    datalist = json.loads(out.read_text())
+    assert datalist["blank_policy"] == "mask"
+    items = [it for split in ("training", "validation", "test") for it in datalist[split]]
+    no_finding, cardio, pneumonia = (CHEXPERT_CLASSES.index(c) for c in ("No Finding", "Cardiomegaly", "Pneumonia"))
+    assert all(it["label_mask"][pneumonia] == 0.0 for it in items)
+    for it in items:
+        if it["label"][cardio] == 1.0:  # a positive finding rules "No Finding" out, observed
+            assert (it["label"][no_finding], it["label_mask"][no_finding]) == (0.0, 1.0)
+        else:  # blank findings could be positive: "No Finding" is unknown
+            assert it["label_mask"][no_finding] == 0.0
 
 
 def test_mimic_csv_missing_a_column_is_named(mimic, tmp_path):

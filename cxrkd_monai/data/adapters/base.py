@@ -167,6 +167,10 @@ class DatasetAdapter(ABC):
         wanted = {"FRONTAL": FRONTAL_VIEWS, "LATERAL": LATERAL_VIEWS}.get(projection.strip().upper(), ())
         return any(view in self.views for view in (*wanted, projection.strip().upper()))
 
+    def datalist_header(self) -> dict:
+        """The top-level entries written before the splits: ``class_names``, the order of the label vectors."""
+        return {"class_names": list(self.class_names)}
+
     def options(self) -> dict:
         """The options that shaped the datalist, recorded in the summary."""
         return {
@@ -204,7 +208,7 @@ class DatasetAdapter(ABC):
             self.seed,
             forced,
         )
-        datalist: dict = {"class_names": list(self.class_names), **{name: [] for name in SPLIT_NAMES}}
+        datalist: dict = {**self.datalist_header(), **{name: [] for name in SPLIT_NAMES}}
         for record, split in zip(kept, splits):
             if split is None:
                 self.summary.skip("patient_in_other_official_split", record.item["image"])
@@ -266,39 +270,56 @@ class DatasetAdapter(ABC):
 class ClassificationAdapter(DatasetAdapter):
     """An adapter that writes VKD items (``image``, ``report``, ``label``, ``label_mask``, ``patient_id``).
 
+    The datalist records ``"blank_policy"`` next to ``"class_names"``. The bundles honour ``label_mask`` in the
+    loss and in every metric, so this one policy governs training and evaluation alike.
+
     Args:
         class_names: the bundle's class list (default the 14 CheXpert labels).
-        uncertain_policy, blank_policy: see :mod:`cxrkd_monai.data.labels`.
+        uncertain_policy, blank_policy: see :mod:`cxrkd_monai.data.labels`; ``blank_policy=None`` takes the
+            adapter's :attr:`default_blank_policy`.
         empty_report: ``"skip"`` (default) or ``"keep"``, see :mod:`cxrkd_monai.data.reports`.
         **kwargs: the :class:`DatasetAdapter` options.
     """
 
     task = "classification"
+    default_blank_policy: ClassVar[str] = "zeros"
+    """What a blank label means in this dataset when the user does not say."""
+    derives_no_finding: ClassVar[bool] = False
+    """Whether "No Finding" is derived from the other classes (datasets labelled by the CheXpert labeler)."""
 
     def __init__(
         self,
         root: str | Path,
         class_names: Sequence[str] = CHEXPERT_CLASSES,
         uncertain_policy: str = "zeros",
-        blank_policy: str = "mask",
+        blank_policy: str | None = None,
         empty_report: str = "skip",
         **kwargs,
     ) -> None:
         super().__init__(root, **kwargs)
         if empty_report not in EMPTY_REPORT_POLICIES:
             raise ValueError(f"empty_report must be one of {EMPTY_REPORT_POLICIES}, got {empty_report!r}.")
-        self.harmoniser = LabelHarmoniser(class_names, uncertain_policy, blank_policy)
+        self.harmoniser = LabelHarmoniser(
+            class_names,
+            uncertain_policy,
+            self.default_blank_policy if blank_policy is None else blank_policy,
+            derive_no_finding=self.derives_no_finding,
+        )
         self.empty_report = empty_report
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.harmoniser.class_names
 
+    def datalist_header(self) -> dict:
+        return {**super().datalist_header(), "blank_policy": self.harmoniser.blank_policy}
+
     def options(self) -> dict:
         return {
             **super().options(),
             "uncertain_policy": self.harmoniser.uncertain_policy,
             "blank_policy": self.harmoniser.blank_policy,
+            "no_finding_derived": self.harmoniser.derive_no_finding,
             "empty_report": self.empty_report,
         }
 

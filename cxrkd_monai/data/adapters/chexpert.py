@@ -13,6 +13,10 @@ or ``LATERAL`` for a lateral image without one. The patient is the ``patientNNNN
 CheXpert ships no reports: items carry ``report: ""`` whatever ``empty_report`` says, for image-only
 training (the VKD baseline) and evaluation. With ``official_split=True``, ``valid.csv`` is the validation split
 and the ``train.csv`` patients are split into training and test by the renormalised fractions.
+
+Labels follow the VKD authors' convention by default: a blank is a known 0 (``blank_policy="zeros"``) and
+"No Finding" is derived, 1 exactly when no finding is positive (the CheXpert labeler writes it only as 1 or
+blank). ``blank_policy="mask"`` makes blanks unknown in training and evaluation.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class CheXpertAdapter(ClassificationAdapter):
     """
 
     name = "chexpert"
+    default_blank_policy = "zeros"
+    derives_no_finding = True
 
     def records(self) -> Iterator[Record]:
         if not (self.root / "train.csv").is_file():

@@ -8,7 +8,9 @@ Columns (names configurable):
 - ``split`` (optional): ``training``/``train``, ``validation``/``valid``/``val`` or ``test``, honoured with
   ``official_split=True``; a blank cell leaves the row to the seeded split;
 - classification (:class:`GenericCsvAdapter`): ``report`` (optional, free text, its FINDINGS/IMPRESSION are
-  kept) and one column per class name holding 1 / 0 / -1 / blank; a class without a column is masked and
+  kept) and one column per class name holding 1 / 0 / -1 / blank; a blank cell is masked by default
+  (``blank_policy="mask"``: what a hospital's blank means is not known, so it is left out of training and
+  evaluation; ``blank_policy="zeros"`` reads it as negative); a class without a column is masked and
   listed under ``classes_without_column`` in the summary options; without a ``report`` column every item
   has ``report: ""`` (image-only data) whatever ``empty_report`` says;
 - fracture (:class:`GenericFractureCsvAdapter`): ``rib_fracture`` and ``clavicle_fracture`` (1 / 0), and
@@ -111,6 +113,7 @@ class GenericCsvAdapter(_GenericCsvBase, ClassificationAdapter):
     """
 
     name = "generic_csv"
+    default_blank_policy = "mask"
 
     def __init__(self, root: str | Path, report_column: str = "report", **kwargs) -> None:
         super().__init__(root, **kwargs)

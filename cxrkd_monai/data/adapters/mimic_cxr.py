@@ -9,6 +9,10 @@ On-disk layout (as PhysioNet ships it; every table may also be ``.csv.gz``)::
     reports_dir/files/p10/p10000032/s50414267.txt   (MIMIC-CXR reports; reports_dir defaults to root)
 
 One item per image; the study's labels and report are shared by its images. The patient is the subject.
+
+Labels follow the VKD authors' convention by default: a blank (not mentioned) is a known 0
+(``blank_policy="zeros"``) and "No Finding" is derived, 1 exactly when no finding is positive (the CheXpert
+labeler writes it only as 1 or blank). ``blank_policy="mask"`` makes blanks unknown in training and evaluation.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class MimicCxrAdapter(ClassificationAdapter):
     """
 
     name = "mimic_cxr"
+    default_blank_policy = "zeros"
+    derives_no_finding = True
 
     def __init__(self, root: str | Path, reports_dir: str | Path | None = None, **kwargs) -> None:
         super().__init__(root, **kwargs)

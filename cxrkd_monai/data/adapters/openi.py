@@ -20,7 +20,8 @@ Two on-disk layouts are read (the first found wins):
 
 Labels come from the manually coded MeSH problems (the part of each ``;``-separated MeSH entry before the
 first ``/``). The coding lists every problem seen, so for a class with a mapping the absence of its terms is
-a known negative; a class without a mapping (:data:`MESH_TO_CHEXPERT`) is masked. Studies coded
+a known negative (no value is ever blank, so ``blank_policy`` changes nothing here); a class without a mapping
+(:data:`MESH_TO_CHEXPERT`) is masked. Studies coded
 ``No Indexing`` were not coded and are skipped (``mesh_not_indexed``). The collection has no patient ids;
 each study is its own patient (``CXR<uid>``).
 
