@@ -89,6 +89,7 @@ def vkd_overrides(
         "latent_dim": settings.latent_dim,
         "batch_size": settings.batch_size,
         "inference_mc_samples": settings.inference_mc_samples,
+        "pretrained": False,
     }
     overrides.update(extra)
     return overrides

@@ -36,7 +36,8 @@ def _run(bundle: Path, configs: list[str], **overrides) -> None:
         config_file=_configs(bundle, *configs),
         logging_file=str(bundle / "configs" / "logging.conf"),
         bundle_root=str(bundle),
-        **overrides,
+        # ImageNet weights are downloaded on first use, which an offline demo cannot do.
+        **{"pretrained": False, **overrides},
     )
 
 

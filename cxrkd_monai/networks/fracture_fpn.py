@@ -11,6 +11,8 @@ from monai.networks.layers import Conv
 from monai.networks.nets.resnet import ResNet
 from torch import nn
 
+from cxrkd_monai.networks.pretrained import load_resnet_imagenet
+
 __all__ = ["FractureFPN"]
 
 
@@ -32,6 +34,11 @@ class FractureFPN(nn.Module):
         fpn_channels: channels of the feature pyramid and of the head.
         output_stride: 4 or 8, the input pixels per output map pixel along each axis.
         block_inplanes: channels of the four backbone stages.
+        pretrained: initialise the backbone from torchvision's ImageNet ResNet-18 (``layers=(2, 2, 2, 2)``) or
+            ResNet-34 (``(3, 4, 6, 3)``) weights, fetched by URL; the first convolution takes the sum of the
+            RGB filters. The pyramid and head start from random weights.
+        backbone_weights: a local ResNet state dict (torchvision key layout) to initialise the backbone from
+            instead of downloading; given, it is loaded whatever ``pretrained`` says.
 
     Shapes:
         input ``image``: ``(B, in_channels, W, H)``, every spatial size divisible by 32.
@@ -56,6 +63,8 @@ class FractureFPN(nn.Module):
         fpn_channels: int = 64,
         output_stride: int = 4,
         block_inplanes: Sequence[int] = (64, 128, 256, 512),
+        pretrained: bool = False,
+        backbone_weights: str | None = None,
     ) -> None:
         super().__init__()
         if output_stride not in (4, 8):
@@ -75,7 +84,11 @@ class FractureFPN(nn.Module):
             n_input_channels=in_channels,
             conv1_t_stride=2,
             feed_forward=False,
+            # No bias before the batch norm, as in torchvision's ResNet, whose parameter names this then has.
+            bias_downsample=False,
         )
+        if pretrained or backbone_weights is not None:
+            load_resnet_imagenet(self.backbone, layers, block_inplanes, in_channels, backbone_weights)
         # Stages coarser than the output level still feed the pyramid top-down; finer ones are unused.
         self.first_stage = 1 if output_stride == 4 else 2
         stages = range(self.first_stage, 5)

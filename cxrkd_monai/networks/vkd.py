@@ -14,6 +14,8 @@ import torch
 from monai.networks.nets import DenseNet121, FullyConnectedNet
 from torch import Tensor, nn
 
+from cxrkd_monai.networks.pretrained import load_densenet121_imagenet
+
 __all__ = ["DiagonalGaussianHead", "VKDNet", "VKDOutput"]
 
 
@@ -72,8 +74,12 @@ class DiagonalGaussianHead(nn.Module):
         return mu, logvar
 
 
-def _densenet121_features(spatial_dims: int, in_channels: int, feature_dim: int) -> nn.Module:
+def _densenet121_features(
+    spatial_dims: int, in_channels: int, feature_dim: int, pretrained: bool, backbone_weights: str | None
+) -> nn.Module:
     encoder = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=feature_dim)
+    if pretrained or backbone_weights is not None:
+        load_densenet121_imagenet(encoder, in_channels, backbone_weights)
     if encoder.class_layers.out.in_features == feature_dim:
         # The pooled DenseNet feature already has the requested size: use it as h_x directly rather than
         # through a square projection that adds parameters but no information.
@@ -101,6 +107,10 @@ class VKDNet(nn.Module):
             ``z = mu_p`` and makes inference deterministic.
         in_channels: image channels of the default encoder.
         spatial_dims: spatial dimensions of the default encoder.
+        pretrained: initialise the default encoder from ImageNet (MONAI's ``DenseNet121(pretrained=True)``,
+            which downloads torchvision's weights); the first convolution takes the sum of the RGB filters.
+        backbone_weights: a local DenseNet-121 state dict (torchvision or MONAI key layout) to initialise the
+            default encoder from instead of downloading; given, it is loaded whatever ``pretrained`` says.
 
     Shapes:
         - :meth:`forward`: ``(B, in_channels, *spatial)`` -> probabilities ``(B, C)``.
@@ -125,6 +135,8 @@ class VKDNet(nn.Module):
         num_inference_samples: int = 0,
         in_channels: int = 1,
         spatial_dims: int = 2,
+        pretrained: bool = False,
+        backbone_weights: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -145,7 +157,14 @@ class VKDNet(nn.Module):
         self.latent_dim = latent_dim
         self.num_inference_samples = num_inference_samples
         if image_encoder is None:
-            image_encoder = _densenet121_features(spatial_dims, in_channels, image_feature_dim)
+            image_encoder = _densenet121_features(
+                spatial_dims, in_channels, image_feature_dim, pretrained, backbone_weights
+            )
+        elif pretrained or backbone_weights is not None:
+            raise ValueError(
+                "pretrained/backbone_weights initialise the default DenseNet-121 encoder; a custom image_encoder "
+                "is given, so set pretrained=False and backbone_weights=None."
+            )
         self.image_encoder = image_encoder
         self.prior = DiagonalGaussianHead(image_feature_dim, latent_dim, hidden_dim)
         self.posterior = DiagonalGaussianHead(image_feature_dim + text_feature_dim, latent_dim, hidden_dim)

@@ -28,6 +28,7 @@ FAST = {
     "layers": [1, 1, 1, 1],
     "block_inplanes": [8, 16, 32, 64],
     "fpn_channels": 8,
+    "pretrained": False,
 }
 
 pytestmark = pytest.mark.slow

@@ -42,6 +42,7 @@ def tiny_overrides(phantom: Path, run_dir: Path, **extra) -> dict:
         "num_workers": 0,
         "learning_rate": 1e-3,
         "inference_mc_samples": 4,
+        "pretrained": False,
     }
     overrides.update(extra)
     return overrides
