@@ -16,6 +16,9 @@ class AttributeScheduleHandler:
     ``attribute`` is ``"beta"`` and ``schedule`` a
     :class:`~cxrkd_monai.losses.CyclicalAnnealingSchedule`. ``step`` counts iterations from 0. The value
     is also stored as ``engine.state.metrics[attribute]`` so that stats and TensorBoard handlers log it.
+
+    The handler keeps no state of its own: the value is a function of ``engine.state.iteration`` alone, so a
+    run resumed from a checkpoint of the trainer's state continues the schedule where it stopped.
     """
 
     def __init__(self, target: object, attribute: str, schedule: Callable[[int], float]) -> None:
