@@ -1,3 +1,10 @@
+from .checkpointing import (
+    AtomicCheckpointSaver,
+    BestMetricState,
+    RandomStates,
+    find_last_checkpoint,
+    refuse_to_overwrite,
+)
 from .distributed import init_distributed, is_rank0, local_device, wrap_ddp
 from .handlers import AttributeScheduleHandler
 from .onnx_backend import BACKENDS, OnnxRuntimeBackend, OnnxRuntimeModule, export_to_onnxruntime
