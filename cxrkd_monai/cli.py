@@ -17,7 +17,7 @@ def phantom(output_dir: str, num_patients: int = 200, seed: int = 0, **options):
 
 def prepare(dataset: str, root: str, out: str, **options):
     """Turn a dataset (mimic_cxr, openi, openi_fracture, chexpert, vindr_cxr, chestx_det10, generic_csv,
-    generic_fracture_csv) into a bundle datalist, with a summary of what was written and skipped."""
+    generic_fracture_csv, fracatlas) into a bundle datalist, with a summary of what was written and skipped."""
     from cxrkd_monai.data.prepare import run_prepare
 
     return run_prepare(dataset=dataset, root=root, out=out, **options)

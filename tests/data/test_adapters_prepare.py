@@ -9,7 +9,7 @@ from cxrkd_monai.data.prepare import adapter_options, run_prepare
 def test_registry_names_every_dataset():
     assert set(ADAPTERS) == {
         "mimic_cxr", "openi", "openi_fracture", "chexpert", "vindr_cxr", "chestx_det10", "generic_csv",
-        "generic_fracture_csv",
+        "generic_fracture_csv", "fracatlas",
     }
     assert get_adapter("VinDr-CXR") is ADAPTERS["vindr_cxr"]
     with pytest.raises(ValueError, match="Unknown dataset 'nih'"):

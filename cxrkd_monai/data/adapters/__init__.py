@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import ClassificationAdapter, DatasetAdapter, DatasetFormatError, PrepareSummary, Record, summary_path
 from .chestx_det10 import ChestXDet10Adapter
 from .chexpert import CheXpertAdapter
+from .fracatlas import FracAtlasAdapter
 from .generic_csv import GenericCsvAdapter, GenericFractureCsvAdapter
 from .mimic_cxr import MimicCxrAdapter
 from .openi import OpenIAdapter, OpenIFractureAdapter
@@ -21,6 +22,7 @@ __all__ = [
     "ClassificationAdapter",
     "DatasetAdapter",
     "DatasetFormatError",
+    "FracAtlasAdapter",
     "GenericCsvAdapter",
     "GenericFractureCsvAdapter",
     "MimicCxrAdapter",
@@ -43,6 +45,7 @@ ADAPTERS: dict[str, type[DatasetAdapter]] = {
         CheXpertAdapter,
         VinDrCxrAdapter,
         ChestXDet10Adapter,
+        FracAtlasAdapter,
         GenericCsvAdapter,
         GenericFractureCsvAdapter,
     )
