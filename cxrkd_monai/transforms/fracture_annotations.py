@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
+from cxrkd_monai.errors import InvalidItemError
+
 __all__ = ["SUBSETS", "EncodeFractureAnnotationsd"]
 
 #: The data sets of the AALS method, in the order of their ``subset_index``: region-annotated,
@@ -34,9 +36,10 @@ class EncodeFractureAnnotationsd(MapTransform):
           ``subset`` itself is kept.
 
     Items without ``image_label`` or ``subset`` (e.g. inference items) pass through without those
-    outputs. Every error names the image file and the offending key: an unknown class name, a box or
-    point outside the image, a box with ``x2 <= x1`` or ``y2 <= y1``, a ``D_R`` item without boxes or
-    points, an ``image_label`` of the wrong length, or an unknown subset.
+    outputs. Every error is an :class:`~cxrkd_monai.errors.InvalidItemError` naming the image file and the
+    offending key: an unknown class name, a coordinate that is not a finite number (NaN, inf, text), a box
+    or point outside the image, a box with ``x2 <= x1`` or ``y2 <= y1``, a ``D_R`` item without boxes or
+    points, an ``image_label`` of the wrong length or with a value other than 0 or 1, or an unknown subset.
 
     Args:
         class_names: fracture types, in the order of ``image_label`` and of the output maps.
@@ -82,19 +85,13 @@ class EncodeFractureAnnotationsd(MapTransform):
         d[self.box_key] = self._encode_boxes(d.get(self.box_key), size, source)
         d[self.point_key] = self._encode_points(d.get(self.point_key), size, source)
         if self.label_key in d:
-            label = torch.as_tensor(np.asarray(d[self.label_key], dtype=np.float32)).reshape(-1)
-            if label.numel() != len(self.class_names):
-                raise ValueError(
-                    f"{source}: '{self.label_key}' has {label.numel()} entries, expected one per class "
-                    f"{self.class_names}."
-                )
-            d[self.label_key] = label
+            d[self.label_key] = torch.as_tensor(self._encode_label(d[self.label_key], source))
         if self.subset_key in d:
             subset = d[self.subset_key]
-            if subset not in SUBSETS:
-                raise ValueError(f"{source}: '{self.subset_key}' must be one of {SUBSETS}, got {subset!r}.")
+            if not isinstance(subset, str) or subset not in SUBSETS:
+                raise InvalidItemError(f"{source}: '{self.subset_key}' must be one of {SUBSETS}, got {subset!r}.")
             if subset == "D_R" and len(d[self.box_key]) + len(d[self.point_key]) == 0:
-                raise ValueError(
+                raise InvalidItemError(
                     f"{source}: a 'D_R' item needs at least one entry under '{self.box_key}' or "
                     f"'{self.point_key}', got none."
                 )
@@ -107,25 +104,40 @@ class EncodeFractureAnnotationsd(MapTransform):
         name = meta.get("filename_or_obj")
         return f"image '{name}'" if name else f"item with '{self.image_key}' of shape {tuple(image.shape)}"
 
+    def _encode_label(self, value: Any, source: str) -> np.ndarray:
+        """``image_label`` as float32 ``(K,)``, each entry exactly 0 or 1 (a NaN or a 2 is not a label)."""
+        label = _numbers(value, f"{source}: '{self.label_key}'").reshape(-1)
+        if label.size != len(self.class_names):
+            raise InvalidItemError(
+                f"{source}: '{self.label_key}' has {label.size} entries, expected one per class {self.class_names}."
+            )
+        if not np.all((label == 0.0) | (label == 1.0)):
+            raise InvalidItemError(
+                f"{source}: '{self.label_key}' must hold 0 or 1 per class {self.class_names}, got {label.tolist()}."
+            )
+        return label.astype(np.float32)
+
     def _class_index(self, name: Any, key: str, source: str) -> int:
-        if name not in self.class_names:
-            raise ValueError(f"{source}: '{key}' has unknown class {name!r}; valid classes are {self.class_names}.")
+        if not isinstance(name, str) or name not in self.class_names:
+            raise InvalidItemError(
+                f"{source}: '{key}' has unknown class {name!r}; valid classes are {self.class_names}."
+            )
         return self.class_names.index(name)
 
     def _encode_boxes(self, boxes: Any, size: np.ndarray, source: str) -> np.ndarray:
         dims = len(size)
         encoded = np.zeros((0, 2 * dims + 1), dtype=np.float64)
-        for box in boxes if boxes is not None else []:
+        for box in _entries(boxes, f"{source}: '{self.box_key}'"):
             if len(box) != 2 * dims + 1:
-                raise ValueError(
+                raise InvalidItemError(
                     f"{source}: '{self.box_key}' entries must be [x1, y1, x2, y2, class], got {list(box)}."
                 )
-            corners = np.asarray(box[: 2 * dims], dtype=np.float64)
+            corners = _finite(box[: 2 * dims], f"{source}: '{self.box_key}' entry {list(box)}")
             low, high = corners[:dims], corners[dims:]
             if np.any(high <= low):
-                raise ValueError(f"{source}: '{self.box_key}' entry {list(box)} has x2 <= x1 or y2 <= y1.")
+                raise InvalidItemError(f"{source}: '{self.box_key}' entry {list(box)} has x2 <= x1 or y2 <= y1.")
             if np.any(low < 0) or np.any(high > size):
-                raise ValueError(
+                raise InvalidItemError(
                     f"{source}: '{self.box_key}' entry {list(box)} lies outside the image of size "
                     f"{tuple(int(s) for s in size)}."
                 )
@@ -136,15 +148,45 @@ class EncodeFractureAnnotationsd(MapTransform):
     def _encode_points(self, points: Any, size: np.ndarray, source: str) -> np.ndarray:
         dims = len(size)
         encoded = np.zeros((0, dims + 1), dtype=np.float64)
-        for point in points if points is not None else []:
+        for point in _entries(points, f"{source}: '{self.point_key}'"):
             if len(point) != dims + 1:
-                raise ValueError(f"{source}: '{self.point_key}' entries must be [x, y, class], got {list(point)}.")
-            coords = np.asarray(point[:dims], dtype=np.float64)
+                raise InvalidItemError(
+                    f"{source}: '{self.point_key}' entries must be [x, y, class], got {list(point)}."
+                )
+            coords = _finite(point[:dims], f"{source}: '{self.point_key}' entry {list(point)}")
             if np.any(coords < 0) or np.any(coords > size):
-                raise ValueError(
+                raise InvalidItemError(
                     f"{source}: '{self.point_key}' entry {list(point)} lies outside the image of size "
                     f"{tuple(int(s) for s in size)}."
                 )
             row = np.append(coords, self._class_index(point[-1], self.point_key, source))
             encoded = np.vstack([encoded, row])
         return encoded
+
+
+def _numbers(value: Any, where: str) -> np.ndarray:
+    """``value`` as a float64 array, or :class:`InvalidItemError` naming ``where`` when it holds non-numbers."""
+    entries = value if isinstance(value, (list, tuple)) else [value]
+    if any(entry is None or isinstance(entry, (str, bytes)) for entry in entries):
+        raise InvalidItemError(f"{where} must hold numbers, got {value!r}.")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InvalidItemError(f"{where} must hold numbers, got {value!r} ({error}).") from None
+
+
+def _finite(value: Any, where: str) -> np.ndarray:
+    """Coordinates as float64 ``(N,)``; NaN, infinity or anything not a number raises naming ``where``."""
+    coords = _numbers(value, where).reshape(-1)
+    if not np.isfinite(coords).all():
+        raise InvalidItemError(f"{where} has a coordinate that is not a finite number.")
+    return coords
+
+
+def _entries(value: Any, where: str) -> list[Sequence[Any]]:
+    """The list of box or point entries under a key (``None`` is none); each entry must be a list."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(entry, (list, tuple)) for entry in value):
+        raise InvalidItemError(f"{where} must be a list of [coordinates..., class] lists, got {value!r}.")
+    return list(value)

@@ -17,6 +17,11 @@ Intensity policy per source:
 - NIfTI: data already in ``[0, 1]`` is kept, ``uint8``/``uint16`` data is divided by its type's maximum, any
   other range is min-max scaled with a :class:`IntensityRangeWarning`.
 
+Non-finite pixels (NaN, +-inf; only float NIfTI or float TIFF data can hold them): when at most
+``max_nonfinite_fraction`` (default 1 %) of the pixels are non-finite, the image is scaled from its finite pixels,
+the non-finite ones are set to 0 (dark, like letterbox padding) and a :class:`NonFiniteIntensityWarning` names the
+file and gives the count; above that fraction (an all- or mostly-NaN image) :class:`UnreadableImageError` is raised.
+
 A run-time range check warns (:class:`IntensityRangeWarning`) when the 0.5-99.5 percentile span of the loaded
 image is under ``min_dynamic_range``: typical of 12-bit data stored in a 16-bit PNG, or of a wrong window.
 
@@ -36,11 +41,14 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from cxrkd_monai.errors import UnreadableImageError
+
 __all__ = [
     "CXR_META_KEYS",
     "IntensityRangeWarning",
     "LoadCXR",
     "LoadCXRd",
+    "NonFiniteIntensityWarning",
     "PhotometricMismatchWarning",
     "UnreadableImageError",
 ]
@@ -64,16 +72,16 @@ LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
 PHOTOMETRIC_MARGIN = 0.05
 
 
-class UnreadableImageError(ValueError):
-    """An image file that cannot be decoded or that is not a single-frame chest radiograph."""
-
-
 class IntensityRangeWarning(UserWarning):
     """A loaded image whose intensities look un-normalised."""
 
 
 class PhotometricMismatchWarning(UserWarning):
     """A DICOM photometric tag that contradicts the anatomy in the pixel data."""
+
+
+class NonFiniteIntensityWarning(UserWarning):
+    """An image with a few NaN or infinite pixels, which were set to 0."""
 
 
 class LoadCXR(Transform):
@@ -84,6 +92,8 @@ class LoadCXR(Transform):
             data wins and a warning is issued); ``"tag"`` always follows the tag.
         allowed_modalities: DICOM Modality values accepted; anything else raises.
         min_dynamic_range: warn when the 0.5-99.5 percentile span of the loaded image is below this.
+        max_nonfinite_fraction: the largest fraction of NaN/infinite pixels that is set to 0 with a
+            :class:`NonFiniteIntensityWarning`; more raises :class:`UnreadableImageError`.
 
     Input: a path (``str`` or ``Path``) to ``.dcm``/``.dicom`` (or any file with the DICOM preamble),
     ``.png``, ``.jpg``/``.jpeg``, ``.nii``/``.nii.gz``.
@@ -91,8 +101,9 @@ class LoadCXR(Transform):
     (diagonal pixel spacing, 1 where unknown) and nothing else.
 
     Raises:
-        UnreadableImageError: truncated or undecodable file, multi-frame or colour DICOM, a modality outside
-            ``allowed_modalities``; the message names the file.
+        UnreadableImageError: truncated or undecodable file, not a valid DICOM (no pixel data), multi-frame or
+            colour DICOM, a modality outside ``allowed_modalities``, an impossible bit depth or rescale, an empty
+            or non-2D image, more than ``max_nonfinite_fraction`` non-finite pixels; the message names the file.
 
     Example::
 
@@ -105,12 +116,16 @@ class LoadCXR(Transform):
         photometric: str = "auto",
         allowed_modalities: Sequence[str] = ("CR", "DX", "DR"),
         min_dynamic_range: float = 0.2,
+        max_nonfinite_fraction: float = 0.01,
     ) -> None:
         if photometric not in ("auto", "tag"):
             raise ValueError(f"photometric must be 'auto' or 'tag', got {photometric!r}.")
+        if not 0.0 <= max_nonfinite_fraction < 1.0:
+            raise ValueError(f"max_nonfinite_fraction must be in [0, 1), got {max_nonfinite_fraction}.")
         self.photometric = photometric
         self.allowed_modalities = tuple(m.upper() for m in allowed_modalities)
         self.min_dynamic_range = min_dynamic_range
+        self.max_nonfinite_fraction = max_nonfinite_fraction
 
     def __call__(self, path: str | Path) -> MetaTensor:
         path = Path(path)
@@ -122,10 +137,11 @@ class LoadCXR(Transform):
             image, dicom_meta = self._read_dicom(path)
             meta.update(dicom_meta)
         elif source_format == "nifti":
-            image, spacing = _read_nifti(path)
+            raw, spacing = _read_nifti(path)
+            image = self._scale(raw, path)
             meta["pixel_spacing"] = spacing
         else:
-            image = _read_pil(path)
+            image = self._scale(_read_pil(path), path)
         image = np.clip(image, 0.0, 1.0).astype(np.float32)
         self._check_range(image, path)
         width, height = image.shape
@@ -146,6 +162,17 @@ class LoadCXR(Transform):
 
         try:
             ds = pydicom.dcmread(path)
+        except Exception as error:
+            raise UnreadableImageError(
+                f"DICOM file {str(path)!r} is not a valid DICOM file or is truncated ({path.stat().st_size} bytes): "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            raise UnreadableImageError(
+                f"DICOM file {str(path)!r} is truncated or not a valid DICOM image: no pixel data found in its "
+                f"{path.stat().st_size} bytes."
+            )
+        try:
             modality = str(ds.get("Modality", "")).upper()
             if modality not in self.allowed_modalities:
                 raise UnreadableImageError(
@@ -164,21 +191,30 @@ class LoadCXR(Transform):
                     f"DICOM file {str(path)!r} has PhotometricInterpretation {photometric!r}; "
                     "a radiograph must be MONOCHROME1 or MONOCHROME2."
                 )
-            stored = ds.pixel_array
             low, high = _dicom_output_range(ds)
+            stored = ds.pixel_array
             values = apply_voi_lut(apply_modality_lut(stored, ds), ds).astype(np.float64)
+            view = str(ds.get("ViewPosition", "")).upper()
+            spacing = _dicom_spacing(ds)
         except UnreadableImageError:
             raise
         except Exception as error:
             raise UnreadableImageError(
-                f"DICOM file {str(path)!r} cannot be decoded: {type(error).__name__}: {error}"
+                f"DICOM file {str(path)!r} cannot be decoded (truncated or corrupt pixel data, or an invalid "
+                f"header value): {type(error).__name__}: {error}"
             ) from error
-        if stored.ndim != 2:
+        if stored.ndim != 2 or stored.size == 0:
             raise UnreadableImageError(f"DICOM file {str(path)!r} decodes to shape {stored.shape}, not one 2D frame.")
+        if not (np.isfinite(low) and np.isfinite(high) and high > low):
+            raise UnreadableImageError(
+                f"DICOM file {str(path)!r} has an invalid output range [{low}, {high}] (BitsStored, rescale or LUT "
+                "descriptor)."
+            )
+        if not np.isfinite(values).all():
+            raise UnreadableImageError(f"DICOM file {str(path)!r} decodes to non-finite values (rescale or window).")
         image = (values - low) / (high - low)
         if photometric == "MONOCHROME1":
             image = 1.0 - image
-        view = str(ds.get("ViewPosition", "")).upper()
         if self.photometric == "auto" and view not in LATERAL_VIEWS:
             contrast = _lung_mediastinum_contrast(np.clip(image, 0.0, 1.0))
             if contrast < -PHOTOMETRIC_MARGIN:
@@ -190,8 +226,35 @@ class LoadCXR(Transform):
                     stacklevel=3,
                 )
                 image = 1.0 - image
-        meta = {"modality": str(ds.Modality).upper(), "view_position": view, "pixel_spacing": _dicom_spacing(ds)}
+        meta = {"modality": modality, "view_position": view, "pixel_spacing": spacing}
         return image.T, meta
+
+    def _scale(self, array: np.ndarray, path: Path) -> np.ndarray:
+        """``array`` (float64 or the integer type read from the file) scaled to ``[0, 1]`` under the module's
+        intensity and non-finite policies."""
+        if array.size == 0:
+            raise UnreadableImageError(f"Image file {str(path)!r} has no pixels (shape {array.shape}).")
+        if array.dtype in (np.uint8, np.uint16):
+            return array.astype(np.float64) / np.iinfo(array.dtype).max
+        array = array.astype(np.float64)
+        finite = np.isfinite(array)
+        nonfinite = int(array.size - np.count_nonzero(finite))
+        if nonfinite == 0:
+            return _scale_float(array, path)
+        if nonfinite > self.max_nonfinite_fraction * array.size:
+            raise UnreadableImageError(
+                f"Image file {str(path)!r} has {nonfinite} non-finite (NaN or infinite) pixels out of {array.size}, "
+                f"more than max_nonfinite_fraction={self.max_nonfinite_fraction}."
+            )
+        warnings.warn(
+            f"{str(path)!r}: {nonfinite} of {array.size} pixels are NaN or infinite; the image is scaled from its "
+            "finite pixels and those are set to 0.",
+            NonFiniteIntensityWarning,
+            stacklevel=3,
+        )
+        scaled = np.zeros_like(array)
+        scaled[finite] = _scale_float(array[finite], path)
+        return scaled
 
     def _check_range(self, image: np.ndarray, path: Path) -> None:
         low, high = np.percentile(image, (0.5, 99.5))
@@ -220,10 +283,11 @@ class LoadCXRd(MapTransform):
         photometric: str = "auto",
         allowed_modalities: Sequence[str] = ("CR", "DX", "DR"),
         min_dynamic_range: float = 0.2,
+        max_nonfinite_fraction: float = 0.01,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadCXR(photometric, allowed_modalities, min_dynamic_range)
+        self.loader = LoadCXR(photometric, allowed_modalities, min_dynamic_range, max_nonfinite_fraction)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -262,7 +326,9 @@ def _dicom_output_range(ds) -> tuple[float, float]:
         return 0.0, float(2**bits - 1)
     bits = int(ds.BitsStored)
     low, high = (0, 2**bits - 1) if int(ds.PixelRepresentation) == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    # An empty value means absent; a present slope of 0 is kept, and rejected by the caller as an empty range.
+    slope = float(ds.RescaleSlope) if ds.get("RescaleSlope") not in (None, "") else 1.0
+    intercept = float(ds.RescaleIntercept) if ds.get("RescaleIntercept") not in (None, "") else 0.0
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return ends[0], ends[1]
 
@@ -271,8 +337,11 @@ def _dicom_spacing(ds) -> tuple[float, float]:
     """``(x, y)`` spacing in mm from PixelSpacing (row, column order in DICOM), else ImagerPixelSpacing."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
-        if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
-            return float(value[1]), float(value[0])
+        if value is None or isinstance(value, str) or len(value) != 2:
+            continue
+        row, column = float(value[0]), float(value[1])
+        if np.isfinite(row) and np.isfinite(column) and row > 0 and column > 0:
+            return column, row
     return float("nan"), float("nan")
 
 
@@ -287,6 +356,8 @@ def _lung_mediastinum_contrast(image_rows_cols: np.ndarray) -> float:
         ]
     )
     mediastinum = image_rows_cols[int(0.25 * h) : int(0.75 * h), int(0.45 * w) : int(0.55 * w)]
+    if lungs.size == 0 or mediastinum.size == 0:
+        return 0.0  # too small an image to hold both regions: no evidence either way
     return float(np.median(mediastinum) - np.median(lungs))
 
 
@@ -299,7 +370,7 @@ def _read_pil(path: Path) -> np.ndarray:
             if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(pil, dtype=np.float64) / 65535.0
             elif pil.mode == "F":
-                array = _scale_float(np.asarray(pil, dtype=np.float64), path)
+                array = np.asarray(pil, dtype=np.float64)
             else:
                 array = np.asarray(pil.convert("L"), dtype=np.float64) / 255.0
     except Exception as error:
@@ -309,6 +380,7 @@ def _read_pil(path: Path) -> np.ndarray:
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """The stored 2D array (its own dtype; scaling is :meth:`LoadCXR._scale`) and the ``(x, y)`` spacing."""
     import nibabel as nib
 
     try:
@@ -322,15 +394,14 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
         array = array[..., 0]
     if array.ndim != 2:
         raise UnreadableImageError(f"NIfTI file {str(path)!r} has shape {array.shape}; expected one 2D radiograph.")
-    if array.dtype in (np.uint8, np.uint16):
-        scaled = array.astype(np.float64) / np.iinfo(array.dtype).max
-    else:
-        scaled = _scale_float(array.astype(np.float64), path)
-    spacing = (float(zooms[0]), float(zooms[1])) if len(zooms) >= 2 else (float("nan"), float("nan"))
-    return scaled, spacing
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
+        raise UnreadableImageError(f"NIfTI file {str(path)!r} holds {array.dtype} data; expected a grey-level image.")
+    spacing = tuple(float(zoom) if np.isfinite(zoom) and zoom > 0 else float("nan") for zoom in zooms[:2])
+    return array, spacing if len(spacing) == 2 else (float("nan"), float("nan"))
 
 
 def _scale_float(array: np.ndarray, path: Path) -> np.ndarray:
+    """Finite float64 ``array`` kept when already in ``[0, 1]``, else min-max scaled to it with a warning."""
     low, high = float(np.min(array)), float(np.max(array))
     if low >= 0.0 and high <= 1.0:
         return array
@@ -339,4 +410,6 @@ def _scale_float(array: np.ndarray, path: Path) -> np.ndarray:
         IntensityRangeWarning,
         stacklevel=4,
     )
-    return (array - low) / max(high - low, np.finfo(np.float64).tiny)
+    # Halves, so that a span wider than the largest float64 (e.g. -1e308 to 1e308) does not overflow to inf.
+    half_span = max(0.5 * high - 0.5 * low, np.finfo(np.float64).tiny)
+    return (0.5 * array - 0.5 * low) / half_span

@@ -4,6 +4,7 @@ import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from PIL import Image
 
+from cxrkd_monai.errors import InvalidItemError
 from cxrkd_monai.transforms.fracture_annotations import EncodeFractureAnnotationsd
 
 CLASSES = ["rib_fracture", "clavicle_fracture"]
@@ -71,10 +72,23 @@ def test_item_without_labels_passes_through(png_item):
         ({"subset": "D_R"}, "boxes.*points", "D_R"),
         ({"image_label": [1, 0, 0]}, "image_label", "3 entries"),
         ({"subset": "D_X"}, "subset", "D_R.*D_P.*D_N.*'D_X'"),
+        ({"boxes": [[float("nan"), 1, 5, 5, "rib_fracture"]]}, "boxes", "not a finite number"),
+        ({"boxes": [[1, 1, 5, float("nan"), "rib_fracture"]]}, "boxes", "not a finite number"),
+        ({"boxes": [[1, 1, float("inf"), 5, "rib_fracture"]]}, "boxes", "not a finite number"),
+        ({"boxes": [[1, 1, "5", None, "rib_fracture"]]}, "boxes", "must hold numbers"),
+        ({"points": [[float("nan"), 4, "rib_fracture"]]}, "points", "not a finite number"),
+        ({"points": [[3, float("-inf"), "rib_fracture"]]}, "points", "not a finite number"),
+        ({"points": "3, 4, rib_fracture"}, "points", "must be a list"),
+        ({"image_label": [2, 0]}, "image_label", r"0 or 1 .*got \[2\.0, 0\.0\]"),
+        ({"image_label": [0, -1]}, "image_label", r"0 or 1 .*got \[0\.0, -1\.0\]"),
+        ({"image_label": [float("nan"), 0]}, "image_label", r"0 or 1 .*got \[nan, 0\.0\]"),
+        ({"image_label": [0.5, 1]}, "image_label", "0 or 1"),
+        ({"image_label": "1,0"}, "image_label", "must hold numbers"),
+        ({"subset": ["D_R"]}, "subset", "D_R.*D_P.*D_N"),
     ],
 )
 def test_bad_input_names_file_and_key(png_item, overrides, key, message):
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(InvalidItemError, match=message) as error:
         _encode(png_item, **overrides)
     text = str(error.value)
     assert "p0001_s01.png" in text

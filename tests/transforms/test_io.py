@@ -14,10 +14,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from cxrkd_monai.transforms.geometry import Letterboxd, LetterboxGeometry
+from cxrkd_monai.errors import InputError
 from cxrkd_monai.transforms.io import (
     IntensityRangeWarning,
     LoadCXR,
     LoadCXRd,
+    NonFiniteIntensityWarning,
     PhotometricMismatchWarning,
     UnreadableImageError,
 )
@@ -233,6 +235,72 @@ def test_wrong_modality_multiframe_truncated_and_unreadable_files_name_the_file(
 
     with pytest.raises(UnreadableImageError, match=r"absent\.png.*does not exist"):
         LoadCXR()(tmp_path / "absent.png")
+
+
+@needs_samples
+@pytest.mark.parametrize("sample", [TRUE_MONOCHROME1, JPEG_BASELINE], ids=["uncompressed", "jpeg-baseline"])
+@pytest.mark.parametrize("size", [600, 3000])
+def test_real_dicom_cut_short_is_reported_as_truncated_not_as_a_modality(tmp_path, sample, size):
+    # Cut to 600 bytes the header ends before Modality (or just after it), and there is no pixel data at all.
+    cut = tmp_path / f"cut_{size}.dcm"
+    cut.write_bytes(sample.read_bytes()[:size])
+    with pytest.raises(UnreadableImageError, match=r"cut_\d+\.dcm' (is truncated|cannot be decoded|is not a valid)") as error:
+        LoadCXR()(cut)
+    assert "Modality" not in str(error.value)
+    assert "truncated" in str(error.value)
+
+
+def test_file_that_is_no_dicom_at_all_names_the_file(tmp_path):
+    (tmp_path / "text.dcm").write_text("not a DICOM file")
+    with pytest.raises(UnreadableImageError, match=r"text\.dcm' is not a valid DICOM file or is truncated"):
+        LoadCXR()(tmp_path / "text.dcm")
+
+
+def test_dicom_with_zero_rescale_slope_is_rejected(tmp_path):
+    write_dicom(tmp_path / "flat.dcm", ramp(), RescaleSlope=0, RescaleIntercept=5)
+    with pytest.raises(UnreadableImageError, match=r"flat\.dcm' has an invalid output range \[5\.0, 5\.0\]"):
+        LoadCXR()(tmp_path / "flat.dcm")
+
+
+def test_a_few_nan_pixels_are_set_to_zero_and_counted_in_a_warning(tmp_path):
+    array = np.linspace(-100.0, 300.0, 20 * 10).reshape(20, 10).astype(np.float32)
+    array[3, 4] = np.nan  # one pixel in 200 = 0.5 %, under the 1 % default
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "one_nan.nii")
+    with pytest.warns(NonFiniteIntensityWarning, match=r"one_nan\.nii.*1 of 200 pixels are NaN or infinite"):
+        image = LoadCXR()(tmp_path / "one_nan.nii")
+    assert torch.isfinite(image).all()
+    expected = (array.astype(np.float64) + 100.0) / 400.0  # min-max of the finite pixels: -100 and 300
+    expected[3, 4] = 0.0
+    np.testing.assert_allclose(image[0].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "fill"),
+    [("all_nan", lambda a: a.fill(np.nan)), ("half_inf", lambda a: a.__setitem__(slice(0, 10), np.inf))],
+)
+def test_an_all_or_mostly_non_finite_image_is_an_error(tmp_path, name, fill):
+    array = np.ones((20, 10), dtype=np.float32)
+    fill(array)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"{name}.nii")
+    with pytest.raises(UnreadableImageError, match=rf"{name}\.nii.*non-finite.*max_nonfinite_fraction=0\.01"):
+        LoadCXR()(tmp_path / f"{name}.nii")
+
+
+def test_nonfinite_fraction_is_configurable(tmp_path):
+    array = np.full((10, 10), 0.5, dtype=np.float32)
+    array[0, :5] = np.nan  # 5 %
+    nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / "five.nii")
+    with pytest.raises(UnreadableImageError, match="5 non-finite"):
+        LoadCXR()(tmp_path / "five.nii")
+    with pytest.warns(NonFiniteIntensityWarning):
+        image = LoadCXRd("image", max_nonfinite_fraction=0.1)({"image": tmp_path / "five.nii"})["image"]
+    assert float(image[0, 0, 0]) == 0.0 and float(image[0, 9, 9]) == 0.5
+    with pytest.raises(ValueError, match="max_nonfinite_fraction"):
+        LoadCXR(max_nonfinite_fraction=1.0)
+
+
+def test_image_read_errors_are_documented_input_errors():
+    assert issubclass(UnreadableImageError, InputError) and issubclass(UnreadableImageError, ValueError)
 
 
 def test_patient_identifiers_reach_neither_metadata_nor_logs(tmp_path, caplog):
