@@ -7,6 +7,8 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 from monai.transforms import Transform
 
+from cxrkd_monai.errors import InvalidItemError, require_utf8
+
 __all__ = ["ValidateVKDItemd"]
 
 
@@ -14,7 +16,9 @@ class ValidateVKDItemd(Transform):
     """Checks one VKD datalist item before it is loaded.
 
     - ``label_key`` must hold ``num_classes`` values, each 0 or 1 (NaN allowed where ``label_mask`` is 0);
-    - with ``report_key`` set (training), the report must be a non-empty string.
+    - with ``report_key`` set (training), the report must be a non-empty string that can be encoded as UTF-8
+      (a lone surrogate raises :class:`~cxrkd_monai.errors.InvalidItemError` here, not mid-epoch in the text
+      encoder).
 
     Errors name the item's image file and the key. Put it first in the transform chain, while ``image`` is
     still a path.
@@ -50,5 +54,8 @@ class ValidateVKDItemd(Transform):
         if self.report_key is not None:
             report = data.get(self.report_key)
             if not isinstance(report, str) or not report.strip():
-                raise ValueError(f"{source}: '{self.report_key}' is missing or empty; VKD training needs the report.")
+                raise InvalidItemError(
+                    f"{source}: '{self.report_key}' is missing or empty; VKD training needs the report."
+                )
+            require_utf8(report, f"{source}: '{self.report_key}'")
         return data

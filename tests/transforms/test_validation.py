@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from cxrkd_monai.errors import InvalidItemError
 from cxrkd_monai.transforms import ValidateVKDItemd
 
 
@@ -29,3 +30,11 @@ def test_empty_report_names_file(report):
 
 def test_report_not_required_without_text():
     ValidateVKDItemd(1, report_key=None)({"image": "b.png", "label": [1]})
+
+
+def test_report_with_a_lone_surrogate_names_file_key_and_position():
+    # json.loads('"No \\ud800 effusion"') gives such a string; hashing or tokenising it fails mid-epoch.
+    report = "FINDINGS: No \ud800 effusion."
+    with pytest.raises(InvalidItemError, match=r"c\.png: 'report': text cannot be encoded as UTF-8.*position 13"):
+        ValidateVKDItemd(1)({"image": "c.png", "label": [1], "report": report})
+    ValidateVKDItemd(1, report_key=None)({"image": "c.png", "label": [1], "report": report})
