@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,24 @@ from monai.data import NibabelWriter
 from cxrkd_monai.engines.fracture_detections import detect_in_original_pixels
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
-__all__ = ["FracturePredictionRecorder"]
+__all__ = ["FracturePredictionRecorder", "map_file_name"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+
+
+def map_file_name(image_name: str) -> str:
+    """``<stem>_<hash>_prob.nii.gz`` for an image path: its file name without the image suffix, then the first 8 hex
+    digits of the SHA-1 of its absolute path.
+
+    Example::
+
+        map_file_name("/data/chexpert/p1/study1/view1_frontal.jpg")   # 'view1_frontal_<8 hex digits>_prob.nii.gz'
+    """
+    path = Path(image_name)
+    name = path.name
+    stem = next((name[: -len(suffix)] for suffix in IMAGE_SUFFIXES if name.lower().endswith(suffix)), name)
+    digest = hashlib.sha1(str(path.absolute()).encode("utf-8")).hexdigest()[:8]
+    return f"{stem}_{digest}_prob.nii.gz"
 
 
 class FracturePredictionRecorder:
@@ -23,13 +41,16 @@ class FracturePredictionRecorder:
 
         {"image": "<path>", "rib_fracture_probability": 0.93, "clavicle_fracture_probability": 0.02,
          "detections": [{"class": "rib_fracture", "x": 412.5, "y": 230.0, "score": 0.93}, ...],
-         "probability_map": "<output_dir>/maps/<image stem>_prob.nii.gz"}
+         "probability_map": "maps/<image stem>_<path hash>_prob.nii.gz"}
 
     The image-level probability of a type is the maximum of its map. Detections are the map's peaks, in
     original-image pixels (x = column, y = row, continuous coordinates). The probability map is cropped out of
     the letterbox padding, resized to the original image size and written by MONAI's :class:`NibabelWriter` as
     NIfTI ``(W, H, 1, K)`` (a singleton z axis, then one channel per type), in the axis order of the loaded
-    image, so it overlays the input directly.
+    image, so it overlays the input directly. Its name adds the first 8 hex digits of the SHA-1 of the image's
+    absolute path to the image's stem, so that images of the same name in different folders (``view1_frontal.jpg``
+    of two datasets) get different maps; ``probability_map`` is relative to ``output_dir``, the folder of the
+    predictions files, so it stays valid when the folder is moved.
 
     Args:
         class_names: the K fracture types, in map-channel order.
@@ -89,7 +110,8 @@ class FracturePredictionRecorder:
                 for peak in class_peaks
             ]
             if self.map_dir is not None:
-                record["probability_map"] = str(self._write_map(name, geometry.grid_to_original_image(prob_map)))
+                map_path = self._write_map(name, geometry.grid_to_original_image(prob_map))
+                record["probability_map"] = map_path.relative_to(self.map_dir.parent).as_posix()
             records.append(record)
         return records
 
@@ -104,7 +126,7 @@ class FracturePredictionRecorder:
         return [str(n) for n in ([names] if isinstance(names, str) else names)]
 
     def _write_map(self, image_name: str, prob_map: torch.Tensor) -> Path:
-        path = self.map_dir / f"{Path(image_name).name.split('.')[0]}_prob.nii.gz"
+        path = self.map_dir / map_file_name(image_name)
         self.map_dir.mkdir(parents=True, exist_ok=True)
         writer = NibabelWriter(output_dtype=np.float32)
         writer.set_data_array(prob_map.clamp(0.0, 1.0), channel_dim=0)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from ignite.engine import Engine, Events
 
 from cxrkd_monai.engines.distributed import is_rank0
 
-__all__ = ["MetricsWriter", "PredictionWriter"]
+__all__ = ["MetricsWriter", "PredictionWriter", "write_csv_atomically", "write_text_atomically"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,38 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A reader sees the old file or the new one, never a half-written one; the folder is created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one temporary name per process: a process writes its files one after the other
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", newline="") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_csv_atomically(path: str | Path, records: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    """Writes ``records`` as CSV rows (header ``columns``, default: every key in first-seen order), atomically.
+
+    Values that are lists or dicts are serialised as JSON strings.
+    """
+    columns = list(dict.fromkeys(k for r in records for k in r)) if columns is None else list(columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+    write_text_atomically(path, buffer.getvalue())
+
+
 class PredictionWriter:
     """Collects one record per image and writes ``<filename>.json`` and ``<filename>.csv`` at completion.
 
@@ -41,6 +75,10 @@ class PredictionWriter:
             ``engine.state.output``, returns one record per image. Values that are lists or dicts are
             kept whole in JSON and serialised as JSON strings in the CSV.
         filename: stem of the two files.
+
+    Both files are written atomically (:func:`write_text_atomically`). An iteration whose output is ``None`` (a
+    batch in which every image failed to load, see :func:`~cxrkd_monai.engines.failed_items.skip_batches_without_items`)
+    adds no records.
     """
 
     def __init__(
@@ -60,20 +98,16 @@ class PredictionWriter:
         self.records = []
 
     def _collect(self, engine: Engine) -> None:
+        if engine.state.output is None:
+            return
         self.records.extend(self.record_fn(engine.state.batch, engine.state.output))
 
     def _write(self, engine: Engine) -> None:
         if not is_rank0():
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         records = [_json_safe(r) for r in self.records]
-        (self.output_dir / f"{self.filename}.json").write_text(json.dumps(records, indent=1))
-        columns = list(dict.fromkeys(k for r in records for k in r))
-        with open(self.output_dir / f"{self.filename}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            for r in records:
-                writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+        write_text_atomically(self.output_dir / f"{self.filename}.json", json.dumps(records, indent=1))
+        write_csv_atomically(self.output_dir / f"{self.filename}.csv", records)
         logger.info("Wrote %d records to %s/%s.{json,csv}", len(records), self.output_dir, self.filename)
 
 
@@ -96,5 +130,4 @@ class MetricsWriter:
         metrics = dict(engine.state.metrics)
         if self.extra is not None:
             metrics.update(self.extra())
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / self.filename).write_text(json.dumps(_json_safe(metrics), indent=1))
+        write_text_atomically(self.output_dir / self.filename, json.dumps(_json_safe(metrics), indent=1))

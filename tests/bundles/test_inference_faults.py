@@ -1,0 +1,165 @@
+"""Both bundles' inference through ``python -m monai.bundle run``: a corrupt image, same-named files, reruns, a lock.
+
+The networks are the bundles' own ``network_def`` at the tiny sizes of the backend-parity test, with random
+weights saved as the checkpoint: what is under test is which images get a prediction, an error row or a map, and
+the exit status, not the predictions' values.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from cxrkd_monai.engines.failed_items import PARTIAL_FAILURE_EXIT_CODE
+from tests.bundles.test_aals_bundle import phantom  # noqa: F401  (fixture: the generated phantom dataset)
+from tests.engines.test_onnx_backend import TINY
+
+pytestmark = pytest.mark.slow
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+DATALIST_NAMES = {
+    "cxr_vkd_classification": "datalist_vkd.json",
+    "cxr_aals_fracture_detection": "datalist_fracture.json",
+}
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_datalist(folder: Path, bundle: str, images: list[Path]) -> Path:
+    """A datalist whose ``test`` list is ``images``, under the name the bundle's inference config reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DATALIST_NAMES[bundle]).write_text(json.dumps({"test": [{"image": str(image)} for image in images]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(phantom, tmp_path_factory) -> dict[str, Path]:  # noqa: F811
+    """Five inputs: ``view1_frontal.png`` in ``chexpert/`` and in ``mimic/`` (different images), two more, and
+    ``broken/corrupt.png``, a PNG name over bytes that are no image. Also two clean extra images for a rerun."""
+    root = tmp_path_factory.mktemp("inputs")
+    sources = sorted((phantom / "images").glob("*.png"))
+    layout = {
+        "chexpert": ("chexpert/view1_frontal.png", sources[0]),
+        "mimic": ("mimic/view1_frontal.png", sources[1]),
+        "third": ("other/p_a.png", sources[2]),
+        "fourth": ("other/p_b.png", sources[3]),
+        "rerun_a": ("rerun/p_c.png", sources[4]),
+        "rerun_b": ("rerun/p_d.png", sources[5]),
+    }
+    paths = {}
+    for key, (relative, source) in layout.items():
+        paths[key] = root / relative
+        paths[key].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, paths[key])
+    paths["corrupt"] = root / "broken" / "corrupt.png"
+    paths["corrupt"].parent.mkdir()
+    paths["corrupt"].write_bytes(b"this is not a PNG file\n" * 8)
+    return paths
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def bundle(request, tmp_path_factory) -> tuple[str, dict]:
+    """A bundle name and the overrides that run its inference config on a tiny random-weight checkpoint."""
+    name = request.param
+    work = tmp_path_factory.mktemp(name)
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / name / "configs" / "inference.json"))
+    overrides = {**TINY[name], "image_size": [64, 64], "num_workers": 0, "batch_size": 2}
+    if name == "cxr_aals_fracture_detection":
+        overrides["save_maps"] = True
+    parser.update(overrides)
+    torch.manual_seed(0)
+    checkpoint = work / "model.pt"
+    torch.save(parser.get_parsed_content("network_def").state_dict(), checkpoint)
+    return name, {**overrides, "bundle_root": str(BUNDLES / name), "ckpt_path": str(checkpoint)}
+
+
+def run_inference(bundle: tuple[str, dict], dataset_dir: Path, output_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run --config_file configs/inference.json ...`` from the bundle folder."""
+    name, overrides = bundle
+    arguments = []
+    for key, value in {**overrides, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}.items():
+        arguments += [f"--{key}", value if isinstance(value, str) else repr(value)]
+    command = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", "configs/inference.json",
+        "--logging_file", "configs/logging.conf",
+        *arguments,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BUNDLES.parent)}
+    return subprocess.run(command, cwd=BUNDLES / name, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_one_corrupt_image_of_five(bundle, images, tmp_path):
+    """Four predictions, one error row naming the corrupt file, the documented exit status, distinct maps."""
+    name, _ = bundle
+    inputs = [images[key] for key in ("chexpert", "corrupt", "mimic", "third", "fourth")]
+    output_dir = tmp_path / "predictions"
+    result = run_inference(bundle, _write_datalist(tmp_path / "data", name, inputs), output_dir)
+
+    assert result.returncode == PARTIAL_FAILURE_EXIT_CODE, result.stderr[-4000:]
+    predictions = _rows(output_dir / "predictions.csv")
+    assert sorted(row["image"] for row in predictions) == sorted(str(p) for p in inputs if p != images["corrupt"])
+    assert len(json.loads((output_dir / "predictions.json").read_text())) == 4
+    errors = _rows(output_dir / "errors.csv")
+    assert [row["image"] for row in errors] == [str(images["corrupt"])]
+    assert "corrupt.png" in errors[0]["reason"]
+    assert "1 image(s) could not be processed" in result.stdout + result.stderr
+    assert sorted(entry.name for entry in output_dir.iterdir()) == sorted(
+        ["errors.csv", "predictions.csv", "predictions.json"] + (["maps"] if name.endswith("detection") else [])
+    )
+    if name.endswith("detection"):
+        maps = {row["image"]: output_dir / row["probability_map"] for row in predictions}
+        assert all(path.is_file() for path in maps.values())
+        assert len(set(maps.values())) == 4 == len(list((output_dir / "maps").iterdir()))
+        same_name = [maps[str(images[key])].name for key in ("chexpert", "mimic")]
+        assert same_name[0] != same_name[1]
+        assert all(file_name.startswith("view1_frontal_") for file_name in same_name)
+
+
+def test_rerun_sets_previous_outputs_aside_and_a_held_lock_refuses(bundle, images, tmp_path):
+    """A second run's folder holds only its own results; the first run's are kept under previous/; a live lock
+    holder makes a third run stop with a clear message, touching nothing."""
+    name, _ = bundle
+    output_dir = tmp_path / "predictions"
+    first = [images[key] for key in ("chexpert", "corrupt", "third")]
+    assert run_inference(bundle, _write_datalist(tmp_path / "first", name, first), output_dir).returncode == (
+        PARTIAL_FAILURE_EXIT_CODE
+    )
+    second = [images["rerun_a"], images["rerun_b"]]
+    result = run_inference(bundle, _write_datalist(tmp_path / "second", name, second), output_dir)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    assert sorted(row["image"] for row in _rows(output_dir / "predictions.csv")) == sorted(map(str, second))
+    assert _rows(output_dir / "errors.csv") == []
+    (previous,) = (output_dir / "previous").iterdir()
+    assert sorted(row["image"] for row in _rows(previous / "predictions.csv")) == sorted(
+        str(images[key]) for key in ("chexpert", "third")
+    )
+    assert [row["image"] for row in _rows(previous / "errors.csv")] == [str(images["corrupt"])]
+    if name.endswith("detection"):
+        assert len(list((output_dir / "maps").iterdir())) == 2
+        assert len(list((previous / "maps").iterdir())) == 2
+    assert not (output_dir / ".lock").exists() and not (output_dir / ".incomplete").exists()
+
+    before = sorted(str(path.relative_to(output_dir)) for path in output_dir.rglob("*"))
+    (output_dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    locked = run_inference(bundle, _write_datalist(tmp_path / "third", name, first), output_dir)
+    assert locked.returncode not in (0, PARTIAL_FAILURE_EXIT_CODE)
+    message = locked.stdout + locked.stderr
+    assert "is in use by another run" in message and f"pid {os.getpid()}" in message
+    after = sorted(str(path.relative_to(output_dir)) for path in output_dir.rglob("*"))
+    assert after == sorted([*before, ".lock"])
