@@ -137,7 +137,7 @@ def test_inference_writes_probabilities_detections_and_maps(trained, phantom, tm
         assert record["detections"], record
         for detection in record["detections"]:
             assert 0.0 <= detection["x"] <= 64.0 and 0.0 <= detection["y"] <= 64.0
-        prob_map = nib.load(record["probability_map"])
+        prob_map = nib.load(output_dir / record["probability_map"])  # relative to the predictions files
         assert prob_map.shape == (64, 64, 1, 2)
     assert (output_dir / "predictions.csv").is_file()
 
@@ -185,7 +185,11 @@ def test_bad_training_items_fail_naming_file_and_key(phantom, tmp_path, edit, ex
 
 
 def test_multi_gpu_train_with_two_cpu_processes(phantom, tmp_path):
-    overrides = [f"--{key}={json.dumps(value)}" for key, value in {**FAST, "epochs": 2, "batch_size": 2}.items()]
+    # fire reads "False" as a boolean and JSON's "false" as a string
+    overrides = [
+        f"--{key}={value if isinstance(value, bool) else json.dumps(value)}"
+        for key, value in {**FAST, "epochs": 2, "batch_size": 2}.items()
+    ]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "monai.bundle", "run",

@@ -219,8 +219,8 @@ def test_prediction_recorder_reports_probabilities_detections_and_map(tmp_path):
     assert record["clavicle_fracture_probability"] == pytest.approx(0.3)
     rib = [d for d in record["detections"] if d["class"] == "rib_fracture"]
     assert rib == [pytest.approx({"class": "rib_fracture", "x": 22 / 0.64, "y": 18 / 0.64, "score": 0.9})]
-    saved = nib.load(record["probability_map"])
-    assert record["probability_map"].endswith("p0007_s01_prob.nii.gz")
+    saved = nib.load(tmp_path / record["probability_map"])  # relative to the recorder's output folder
+    assert record["probability_map"].startswith("maps/p0007_s01_")
     assert saved.shape == (100, 50, 1, 2)  # original W x H, a singleton z, one channel per type
     data = np.asarray(saved.dataobj)[:, :, 0]
     assert data.max() <= 1.0 and data[..., 0].max() > 0.1
