@@ -11,7 +11,7 @@ from monai.networks.layers import Conv
 from monai.networks.nets.resnet import ResNet
 from torch import nn
 
-from cxrkd_monai.networks.pretrained import load_resnet_imagenet
+from cxrkd_monai.networks.pretrained import load_resnet_imagenet, wants_imagenet_weights
 
 __all__ = ["FractureFPN"]
 
@@ -87,7 +87,7 @@ class FractureFPN(nn.Module):
             # No bias before the batch norm, as in torchvision's ResNet, whose parameter names this then has.
             bias_downsample=False,
         )
-        if pretrained or backbone_weights is not None:
+        if wants_imagenet_weights(pretrained, backbone_weights):
             load_resnet_imagenet(self.backbone, layers, block_inplanes, in_channels, backbone_weights)
         # Stages coarser than the output level still feed the pyramid top-down; finer ones are unused.
         self.first_stage = 1 if output_stride == 4 else 2

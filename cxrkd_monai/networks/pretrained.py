@@ -34,6 +34,7 @@ __all__ = [
     "load_resnet_imagenet",
     "read_weights_file",
     "resnet_name",
+    "wants_imagenet_weights",
 ]
 
 IMAGENET_RESNET_URLS = {
@@ -58,6 +59,20 @@ _HOW_TO_AVOID_DOWNLOAD = (
 
 class PretrainedWeightsError(RuntimeError):
     """ImageNet weights that could not be fetched or do not fit the network; the message says what to set."""
+
+
+def wants_imagenet_weights(pretrained: bool, backbone_weights: str | Path | None) -> bool:
+    """Whether a backbone starts from ImageNet weights: ``pretrained`` is true or a weights file is given.
+
+    Raises:
+        TypeError: ``pretrained`` is not a bool. A command line ``--pretrained false`` arrives as the string
+            ``"false"``, which would otherwise count as true and start a download.
+    """
+    if not isinstance(pretrained, bool):
+        raise TypeError(
+            f"pretrained must be True or False, got {pretrained!r}; on the command line write --pretrained False."
+        )
+    return pretrained or backbone_weights is not None
 
 
 def resnet_name(layers: Sequence[int], block_inplanes: Sequence[int]) -> str:

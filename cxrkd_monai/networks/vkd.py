@@ -14,7 +14,7 @@ import torch
 from monai.networks.nets import DenseNet121, FullyConnectedNet
 from torch import Tensor, nn
 
-from cxrkd_monai.networks.pretrained import load_densenet121_imagenet
+from cxrkd_monai.networks.pretrained import load_densenet121_imagenet, wants_imagenet_weights
 
 __all__ = ["DiagonalGaussianHead", "VKDNet", "VKDOutput"]
 
@@ -78,7 +78,7 @@ def _densenet121_features(
     spatial_dims: int, in_channels: int, feature_dim: int, pretrained: bool, backbone_weights: str | None
 ) -> nn.Module:
     encoder = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=feature_dim)
-    if pretrained or backbone_weights is not None:
+    if wants_imagenet_weights(pretrained, backbone_weights):
         load_densenet121_imagenet(encoder, in_channels, backbone_weights)
     if encoder.class_layers.out.in_features == feature_dim:
         # The pooled DenseNet feature already has the requested size: use it as h_x directly rather than
@@ -160,7 +160,7 @@ class VKDNet(nn.Module):
             image_encoder = _densenet121_features(
                 spatial_dims, in_channels, image_feature_dim, pretrained, backbone_weights
             )
-        elif pretrained or backbone_weights is not None:
+        elif wants_imagenet_weights(pretrained, backbone_weights):
             raise ValueError(
                 "pretrained/backbone_weights initialise the default DenseNet-121 encoder; a custom image_encoder "
                 "is given, so set pretrained=False and backbone_weights=None."

@@ -201,7 +201,7 @@ def test_two_process_torchrun_on_cpu(phantom, tmp_path):
     overrides = tiny_overrides(phantom, tmp_path, epochs=1)
     args = []
     for key, value in overrides.items():
-        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        args += [f"--{key}", str(value) if isinstance(value, (str, bool)) else json.dumps(value)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [
         sys.executable,

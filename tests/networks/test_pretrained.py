@@ -99,6 +99,8 @@ def test_weights_of_another_architecture_are_refused_by_name(tmp_path):
         FractureFPN(layers=(1, 1, 1, 1), block_inplanes=(16, 32, 64, 128), pretrained=True)
     with pytest.raises(PretrainedWeightsError, match=r"missing.pth.*does not exist"):
         VKDNet(num_classes=2, backbone_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(TypeError, match="--pretrained False"):
+        FractureFPN(pretrained="false")
     with pytest.raises(ValueError, match="custom image_encoder"):
         VKDNet(num_classes=2, image_encoder=torch.nn.Flatten(), pretrained=True)
 
