@@ -37,7 +37,9 @@ class VKDTrainer(SupervisedTrainer):
     """Trains :class:`~cxrkd_monai.networks.VKDNet` with report text as privileged information.
 
     Each iteration takes a dictionary batch with ``image`` ``(B, 1, W, H)``, ``label`` ``(B, C)``, the
-    report strings under ``report_key`` and, optionally, ``label_mask`` ``(B, C)`` (1 = observed label).
+    report strings under ``report_key`` and, optionally, the observation mask under ``mask_key`` as a ``(B, C)``
+    tensor (1 = observed label; :class:`~cxrkd_monai.transforms.EnsureLabelMaskd` makes one per item, so that it
+    collates to a tensor). Masked entries contribute nothing to the loss.
     The text features ``(B, T)`` come from ``text_encoder`` (usually a
     :class:`~cxrkd_monai.data.TextEmbeddingCache`, so a frozen encoder runs once per unique report); the
     network's training path gives prior and posterior statistics and logits; ``loss_function`` is a
@@ -56,6 +58,7 @@ class VKDTrainer(SupervisedTrainer):
     Args:
         text_encoder: maps a list of B report strings to a ``(B, T)`` tensor; ``None`` switches text off.
         report_key: batch key of the report strings.
+        mask_key: batch key of the label mask.
         num_train_samples: Monte Carlo samples of z per image in the training loss.
         args, kwargs: passed to ``SupervisedTrainer``. ``amp`` autocasts on GPU and CPU (``amp_kwargs``
             may set ``dtype``); ``compile=True`` compiles the training step with ``torch.compile``.
@@ -66,6 +69,7 @@ class VKDTrainer(SupervisedTrainer):
         *args,
         text_encoder: Callable[[Sequence[str]], torch.Tensor] | None = None,
         report_key: str = "report",
+        mask_key: str = "label_mask",
         num_train_samples: int = 1,
         **kwargs,
     ) -> None:
@@ -83,6 +87,7 @@ class VKDTrainer(SupervisedTrainer):
             self.training_step = torch.compile(self.training_step, **compile_kwargs)
         self.text_encoder = text_encoder
         self.report_key = report_key
+        self.mask_key = mask_key
         self.num_train_samples = num_train_samples
 
     def _text_features(self, batchdata: dict) -> torch.Tensor | None:
@@ -93,13 +98,24 @@ class VKDTrainer(SupervisedTrainer):
         reports = list(batchdata[self.report_key])
         return self.text_encoder(reports).to(self.state.device, non_blocking=self.non_blocking)
 
+    def _label_mask(self, batchdata: dict) -> torch.Tensor | None:
+        mask = batchdata.get(self.mask_key)
+        if mask is None:
+            return None
+        if not isinstance(mask, torch.Tensor):
+            # PyTorch's default collate turns per-item lists into a list of C per-class tensors.
+            raise TypeError(
+                f"VKD training batch '{self.mask_key}' is a {type(mask).__name__}, expected a (B, C) tensor; "
+                f"add cxrkd_monai.transforms.EnsureLabelMaskd to the preprocessing so that each item's mask is a "
+                "tensor (and items without one get ones)."
+            )
+        return mask.to(self.state.device, non_blocking=self.non_blocking)
+
     def _iteration(self, engine: VKDTrainer, batchdata: dict) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
-        mask = batchdata.get("label_mask")
-        if mask is not None:
-            mask = mask.to(engine.state.device, non_blocking=engine.non_blocking)
+        mask = engine._label_mask(batchdata)
         text_features = engine._text_features(batchdata)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 

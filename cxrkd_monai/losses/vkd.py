@@ -63,7 +63,8 @@ class VKDLoss(nn.Module):
     Inputs of :meth:`forward`:
         - ``output``: logits ``(K, B, C)`` and Gaussians ``(B, D)`` from ``VKDNet.forward_train``.
         - ``target``: ``(B, C)`` binary labels.
-        - ``mask``: optional ``(B, C)``, 1 where the label is observed and 0 where it is unknown.
+        - ``mask``: optional ``(B, C)``, 1 where the label is observed and 0 where it is unknown; an unknown
+          entry's target (0, 1 or NaN) changes neither the loss nor its gradient.
 
     Returns:
         ``{"loss", "bce_posterior", "kl", "bce_prior"}``, each a scalar tensor.
@@ -123,12 +124,13 @@ class VKDLoss(nn.Module):
                 f"{logits.shape[-1]} classes."
             )
         target = target.unsqueeze(0).expand_as(logits)
-        losses = F.binary_cross_entropy_with_logits(
-            logits, target, pos_weight=self.pos_weight, reduction="none"
-        )
         if mask is None:
-            return losses.mean()
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
         weights = mask.unsqueeze(0).expand_as(logits)
+        # An unobserved label may be anything, NaN included; it is replaced before the BCE so that neither the
+        # value nor its gradient reaches the loss (0 * NaN would be NaN).
+        target = torch.where(weights > 0, target, torch.zeros_like(target))
+        losses = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight, reduction="none")
         # A batch with no observed label contributes 0 rather than 0 / 0.
         return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).eps)
 

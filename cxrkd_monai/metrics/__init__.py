@@ -1,3 +1,5 @@
-from .auroc import MultiLabelAUROC, MultiLabelAUROCMetric, per_class_auroc
+from .auroc import AUROC_AVERAGES, MultiLabelAUROC, MultiLabelAUROCMetric, micro_auroc, per_class_auroc
 from .calibration import MultiLabelECE, MultiLabelECEMetric, expected_calibration_error
+from .f1 import F1_AVERAGES, MultiLabelF1, MultiLabelF1Metric, micro_f1, per_class_f1
 from .froc import FROCMetric, find_peaks, froc_curve_rows, peaks_to_grid
+from .masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries

@@ -1,4 +1,4 @@
-"""Expected calibration error of multi-label probabilities, as an Ignite metric handler."""
+"""Expected calibration error of multi-label probabilities over the observed labels, as an Ignite handler."""
 
 from __future__ import annotations
 
@@ -6,28 +6,38 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from monai.handlers import IgniteMetricHandler
-from monai.metrics import CumulativeIterationMetric
+
+from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
 
 __all__ = ["MultiLabelECE", "MultiLabelECEMetric", "expected_calibration_error"]
 
 
 def expected_calibration_error(
-    probabilities: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, num_bins: int = 10
+    probabilities: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    num_bins: int = 10,
+    mask: np.ndarray | torch.Tensor | None = None,
 ) -> float:
-    """ECE over every (image, class) entry: ``Σ_b (n_b / N) · |mean(p in b) − mean(y in b)|``.
+    """ECE over every observed (image, class) entry: ``Σ_b (n_b / N) · |mean(p in b) − mean(y in b)|``.
 
     Args:
         probabilities: predicted probabilities ``(N, C)`` in [0, 1].
         labels: binary labels ``(N, C)``.
         num_bins: equal-width bins over [0, 1]; a probability of exactly 1 falls in the last bin.
+        mask: ``(N, C)``, 1 where the label is observed; unobserved entries are left out (N counts observed ones).
     """
-    p = np.asarray(torch.as_tensor(probabilities).detach().cpu(), dtype=np.float64).reshape(-1)
-    y = np.asarray(torch.as_tensor(labels).detach().cpu(), dtype=np.float64).reshape(-1)
-    if p.shape != y.shape:
-        raise ValueError(f"probabilities {tuple(np.shape(probabilities))} and labels {tuple(np.shape(labels))} differ.")
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+    try:
+        p, y, observed = observed_entries(probabilities, labels, mask)
+    except ValueError:
+        raise ValueError(
+            f"probabilities {tuple(np.shape(probabilities))} and labels {tuple(np.shape(labels))} differ "
+            f"(or the mask {None if mask is None else tuple(np.shape(mask))} does); all must be (N, C)."
+        ) from None
+    p, y = p[observed], y[observed]
+    if p.size == 0:
+        return float("nan")
     bins = np.minimum((p * num_bins).astype(int), num_bins - 1)
     error = 0.0
     for b in np.unique(bins):
@@ -36,24 +46,21 @@ def expected_calibration_error(
     return float(error)
 
 
-class MultiLabelECEMetric(CumulativeIterationMetric):
-    """Accumulates ``(probabilities (B, C), labels (B, C))`` and aggregates their ECE."""
+class MultiLabelECEMetric(MaskedMultiLabelMetric):
+    """Accumulates ``(probabilities (B, C), labels (B, C), mask (B, C))`` and aggregates their ECE."""
 
     def __init__(self, num_bins: int = 10) -> None:
         super().__init__()
         self.num_bins = num_bins
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y_pred, y = torch.as_tensor(y_pred).float(), torch.as_tensor(y).float()
-        return (y_pred[None], y[None]) if y_pred.ndim == 1 else (y_pred, y)
-
-    def aggregate(self) -> float:
-        y_pred, y = self.get_buffer()
-        return expected_calibration_error(y_pred, y, self.num_bins)
+    def compute_observed(self, scores: np.ndarray, labels: np.ndarray, observed: np.ndarray) -> float:
+        return expected_calibration_error(scores, labels, self.num_bins, observed)
 
 
-class MultiLabelECE(IgniteMetricHandler):
-    """Ignite handler for :class:`MultiLabelECEMetric` (lower is better)."""
+class MultiLabelECE(MaskedMultiLabelHandler):
+    """Ignite handler for :class:`MultiLabelECEMetric` (lower is better); see :class:`MaskedMultiLabelHandler`."""
 
-    def __init__(self, num_bins: int = 10, output_transform: Callable = lambda x: x) -> None:
-        super().__init__(metric_fn=MultiLabelECEMetric(num_bins), output_transform=output_transform, save_details=False)
+    def __init__(
+        self, num_bins: int = 10, output_transform: Callable = lambda x: x, mask_transform: Callable | None = None
+    ) -> None:
+        super().__init__(MultiLabelECEMetric(num_bins), output_transform, mask_transform)

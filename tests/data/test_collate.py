@@ -45,3 +45,20 @@ def test_works_as_dataloader_collate_fn():
     loader = DataLoader(data, batch_size=2, collate_fn=collate_with_annotations)
     batches = list(loader)
     assert [[len(b) for b in batch["boxes"]] for batch in batches] == [[0, 1], [2, 3]]
+
+
+def test_vkd_items_with_and_without_a_label_mask_collate_to_one_tensor():
+    """`cxrkd prepare` writes masks as lists; phantom or hand-made items have none. After EnsureLabelMaskd both
+    collate to one (B, C) mask, ones where an item had none."""
+    from monai.data import list_data_collate
+
+    from cxrkd_monai.transforms import EnsureLabelMaskd
+
+    items = [
+        {"label": [1.0, 0.0, 0.0], "label_mask": [1.0, 0.0, 1.0]},
+        {"label": [0.0, 1.0, 0.0]},
+        {"label": [0.0, 0.0, 1.0], "label_mask": [0.0, 1.0, 1.0]},
+    ]
+    batch = list_data_collate([EnsureLabelMaskd(3)(item) for item in items])
+    assert isinstance(batch["label_mask"], torch.Tensor) and batch["label_mask"].dtype == torch.float32
+    torch.testing.assert_close(batch["label_mask"], torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]))

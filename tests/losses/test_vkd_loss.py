@@ -95,6 +95,25 @@ def test_mask_excludes_unobserved_labels():
     assert nothing_observed["loss"].item() == pytest.approx(0.5 * TINY_KL)
 
 
+@pytest.mark.parametrize("hidden_value", [1.0, math.nan])
+def test_a_masked_label_changes_neither_loss_nor_gradient(hidden_value):
+    """The label under a zero mask may be flipped, or NaN (allowed by the item validation): same loss, same grad."""
+    mask = torch.tensor([[1.0, 0.0]])
+
+    def loss_and_grad(target):
+        output = tiny_output()
+        logits = output.posterior_logits.clone().requires_grad_(True)
+        output = output._replace(posterior_logits=logits)
+        terms = VKDLoss(beta=0.5, gamma=2.0)(output, target, mask=mask)
+        terms["loss"].backward()
+        return terms["loss"].detach(), logits.grad
+
+    reference_loss, reference_grad = loss_and_grad(TARGET)
+    hidden_loss, hidden_grad = loss_and_grad(torch.tensor([[1.0, hidden_value]]))
+    assert torch.equal(hidden_loss, reference_loss) and torch.equal(hidden_grad, reference_grad)
+    assert reference_grad[0, 0, 1] == 0.0
+
+
 def test_baseline_without_posterior_is_prior_bce_alone():
     terms = VKDLoss(beta=0.5, gamma=2.0)(tiny_output(with_posterior=False), TARGET)
     assert terms["loss"].item() == pytest.approx(BCE_PRIOR)

@@ -32,3 +32,31 @@ def test_handler_matches_function_over_batches():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="differ"):
         expected_calibration_error(np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+def test_masked_entries_are_left_out():
+    # Hand computation over the observed entries only: p = 0.1 (y 0), 0.3 (y 1), 0.9 (y 1) in two bins:
+    # bin 0: mean p 0.2, mean y 0.5 -> 2/3 * 0.3; bin 1: 0.9 vs 1 -> 1/3 * 0.1; ECE = 0.2 + 0.1 / 3.
+    probabilities = np.array([[0.1, 0.6], [0.3, 0.9]])
+    labels = np.array([[0.0, 1.0], [1.0, 1.0]])
+    mask = np.array([[1.0, 0.0], [1.0, 1.0]])
+    expected = 0.2 + 0.1 / 3
+    assert expected_calibration_error(probabilities, labels, 2, mask) == pytest.approx(expected)
+    hidden = labels.copy()
+    hidden[0, 1] = np.nan
+    assert expected_calibration_error(probabilities, hidden, 2, mask) == pytest.approx(expected)
+
+
+def test_handler_honours_the_mask():
+    torch.manual_seed(1)
+    p, y, m = torch.rand(30, 4), (torch.rand(30, 4) > 0.5).float(), (torch.rand(30, 4) > 0.4).float()
+    engine = Engine(lambda e, batch: batch)
+    MultiLabelECE(num_bins=5, output_transform=lambda out: out[:2], mask_transform=lambda batch: batch[2]).attach(
+        engine, "ece"
+    )
+    engine.run([(p[:10], y[:10], m[:10]), (p[10:], y[10:], m[10:])])
+    observed = m > 0
+    assert engine.state.metrics["ece"] == pytest.approx(
+        expected_calibration_error(p[observed][:, None], y[observed][:, None], 5)
+    )
+    assert engine.state.metrics["ece"] != pytest.approx(expected_calibration_error(p, y, 5))
