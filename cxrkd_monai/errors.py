@@ -33,8 +33,8 @@ class UnreadableImageError(InputError):
     """An image file that cannot be decoded or that is not a single-frame chest radiograph."""
 
 
-def require_utf8(text: str, where: str) -> str:
-    """``text`` unchanged if it can be encoded as UTF-8, else :class:`InvalidItemError` naming ``where``.
+def require_utf8(text: str, where: str, error_type: type[InputError] = InvalidItemError) -> str:
+    """``text`` unchanged if it can be encoded as UTF-8, else ``error_type`` naming ``where``.
 
     Python strings can hold lone surrogates (``"\\ud800"``, e.g. from a JSON escape), which no UTF-8 file,
     tokenizer or hash accepts. The error gives the first offending character and its position.
@@ -42,7 +42,7 @@ def require_utf8(text: str, where: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise InvalidItemError(
+        raise error_type(
             f"{where}: text cannot be encoded as UTF-8: character {text[error.start]!r} (a lone surrogate) at "
             f"position {error.start} of {len(text)}, near {text[max(0, error.start - 20) : error.start]!r}."
         ) from None

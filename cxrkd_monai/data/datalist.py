@@ -1,40 +1,106 @@
-"""Reading MONAI datalist JSON files, with every image checked before a run starts."""
+"""Reading MONAI datalist JSON files, with every item and image checked before a run starts.
+
+A datalist is UTF-8 JSON (a byte-order mark is accepted): an object holding ``class_names`` and the lists
+``training``, ``validation`` and ``test``, whose items are objects with at least an ``image`` path (relative to
+the datalist's folder, or absolute); a ``test`` list may also hold bare image paths, as in the Medical
+Segmentation Decathlon format. The checks run here, eagerly, are those that need neither the loaded image nor
+the bundle's classes, so that a bad datalist fails before any dataset is built, naming the file, the list,
+the item and the key.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from monai.data import load_decathlon_datalist
+from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError, require_utf8
 
-__all__ = ["load_class_names", "load_datalist"]
+__all__ = ["TEXT_KEYS", "load_class_names", "load_datalist", "read_datalist_json"]
+
+TEXT_KEYS = ("report",)
+"""Item keys holding free text; each must be a string (or null) that can be encoded as UTF-8."""
+
+
+def read_datalist_json(path: str | Path) -> dict[str, Any]:
+    """The top-level JSON object of the datalist at ``path``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        InvalidDatalistError: the file is not UTF-8 (the byte offset and byte are named), not JSON (line and
+            column are named), or not a JSON object.
+    """
+    datalist_path = Path(path)
+    if not datalist_path.is_file():
+        raise FileNotFoundError(f"Datalist not found: {datalist_path}")
+    raw = datalist_path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        offset = error.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        raise InvalidDatalistError(
+            f"Datalist {datalist_path} is not UTF-8 text: byte 0x{raw[offset]:02x} at byte offset {offset} "
+            f"({error.reason}). Re-save it as UTF-8."
+        ) from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidDatalistError(
+            f"Datalist {datalist_path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
+        ) from None
+    except RecursionError:
+        raise InvalidDatalistError(f"Datalist {datalist_path} is nested too deeply to be a datalist.") from None
+    if not isinstance(content, dict):
+        raise InvalidDatalistError(
+            f"Datalist {datalist_path} must hold a JSON object with 'training', 'validation', 'test' lists, "
+            f"got a JSON {type(content).__name__}."
+        )
+    return content
 
 
 def load_datalist(path: str, key: str = "training", subsets: Sequence[str] | None = None) -> list[dict]:
     """Items of ``key`` in the datalist at ``path``, image paths resolved against the datalist's folder.
+
+    Every item is checked here: it is an object with a non-empty string ``image`` whose file exists, a
+    ``subset`` (where present) is one of D_R, D_P, D_N, and text under :data:`TEXT_KEYS` is a string that can
+    be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"`` would otherwise pass and crash mid-epoch).
 
     Args:
         path: a MONAI datalist JSON file.
         key: ``"training"``, ``"validation"``, ``"test"``.
         subsets: keep only items whose ``subset`` is one of these (fracture datalists: D_R, D_P, D_N).
 
+    Returns:
+        The items (new dicts) in file order, ``image`` an absolute or datalist-relative path joined to the
+        datalist's folder, the other keys as stored.
+
     Raises:
         FileNotFoundError: the datalist or one of its images is missing (the path is named).
-        KeyError: ``key`` is not in the datalist.
+        InvalidDatalistError: the file cannot be read as a datalist (see :func:`read_datalist_json`), or it has
+            no list under ``key``.
+        InvalidItemError: an item is invalid; the message names the datalist, ``key``, the item's position and
+            image, and the offending key.
     """
     datalist_path = Path(path)
-    if not datalist_path.is_file():
-        raise FileNotFoundError(f"Datalist not found: {datalist_path}")
-    with open(datalist_path) as f:
-        content = json.load(f)
+    content = read_datalist_json(datalist_path)
     if key not in content:
-        raise KeyError(f"Datalist {datalist_path} has no '{key}' list (keys: {sorted(content)}).")
-    items = load_decathlon_datalist(str(datalist_path), data_list_key=key, base_dir=str(datalist_path.parent))
+        raise InvalidDatalistError(f"Datalist {datalist_path} has no '{key}' list (keys: {sorted(content)}).")
+    if not isinstance(content[key], list):
+        raise InvalidDatalistError(
+            f"Datalist {datalist_path} '{key}' must be a list of items, got a JSON {type(content[key]).__name__}."
+        )
+    where = f"Datalist {datalist_path} '{key}'"
+    items = [_checked_item(entry, index, where) for index, entry in enumerate(content[key])]
+    for item in items:
+        item["image"] = str(datalist_path.parent / item["image"])
     if subsets is not None:
         unknown = {item.get("subset") for item in items} - {"D_R", "D_P", "D_N"}
         if unknown:
-            raise ValueError(f"Datalist {datalist_path} '{key}' has unknown subset values {sorted(map(str, unknown))}.")
+            raise InvalidItemError(
+                f"Datalist {datalist_path} '{key}' has unknown subset values {sorted(map(str, unknown))}; "
+                "expected D_R, D_P or D_N."
+            )
         items = [item for item in items if item["subset"] in set(subsets)]
     missing = [item["image"] for item in items if not Path(item["image"]).is_file()]
     if missing:
@@ -45,9 +111,48 @@ def load_datalist(path: str, key: str = "training", subsets: Sequence[str] | Non
 
 
 def load_class_names(path: str) -> list[str]:
-    """The ``class_names`` list stored at the top of a datalist."""
-    with open(path) as f:
-        content = json.load(f)
-    if "class_names" not in content:
-        raise KeyError(f"Datalist {path} has no 'class_names'.")
-    return list(content["class_names"])
+    """The ``class_names`` list stored at the top of a datalist.
+
+    Raises:
+        InvalidDatalistError: the file cannot be read, or ``class_names`` is missing or not a list of
+            distinct, non-empty strings.
+    """
+    content = read_datalist_json(path)
+    names = content.get("class_names")
+    if names is None:
+        raise InvalidDatalistError(f"Datalist {path} has no 'class_names'.")
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(name, str) and name for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise InvalidDatalistError(f"Datalist {path} 'class_names' must be distinct non-empty strings, got {names!r}.")
+    for name in names:
+        require_utf8(name, f"Datalist {path} 'class_names'", InvalidDatalistError)
+    return list(names)
+
+
+def _checked_item(entry: Any, index: int, where: str) -> dict:
+    """A copy of datalist entry ``index`` (a bare path becomes ``{"image": path}``) after the item-level checks."""
+    item = {"image": entry} if isinstance(entry, str) else entry
+    if not isinstance(item, dict):
+        raise InvalidItemError(f"{where} item {index} must be an object with an 'image' path, got {entry!r}.")
+    image = item.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise InvalidItemError(f"{where} item {index}: 'image' must be a non-empty path, got {image!r}.")
+    require_utf8(image, f"{where} item {index}: 'image'")
+    if "\x00" in image:
+        raise InvalidItemError(f"{where} item {index}: 'image' {image!r} contains a NUL character.")
+    named = f"{where} item {index} (image '{image}')"
+    subset = item.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        raise InvalidItemError(f"{named}: 'subset' must be one of D_R, D_P, D_N, got {subset!r}.")
+    for text_key in TEXT_KEYS:
+        text = item.get(text_key)
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise InvalidItemError(f"{named}: '{text_key}' must be a string, got {type(text).__name__} {text!r}.")
+        require_utf8(text, f"{named}: '{text_key}'")
+    return dict(item)

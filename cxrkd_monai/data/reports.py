@@ -15,6 +15,9 @@ Policy:
 - De-identification placeholders (``___`` and longer underscore runs, ``XXXX`` and longer runs of capital X
   even inside a word, as in ``XXXXPM``, and ``XXX`` standing alone) are removed, then whitespace is collapsed
   to single spaces.
+- Input: a ``str``; ``None`` and a float NaN (an empty cell as pandas reads it) are a missing report; anything
+  else raises :class:`~cxrkd_monai.errors.InvalidItemError`. Lone surrogates (``"\ud800"``, which no UTF-8
+  file can hold) are replaced by U+FFFD, so the output can always be written as UTF-8.
 - Empty or missing report: what happens to the item is the adapter's ``empty_report`` option,
   ``"skip"`` (default: the item is left out and counted) or ``"keep"`` (written with ``report: ""`` for
   image-only use); see :data:`EMPTY_REPORT_POLICIES`.
@@ -22,7 +25,10 @@ Policy:
 
 from __future__ import annotations
 
+import math
 import re
+
+from cxrkd_monai.errors import InvalidItemError
 
 __all__ = [
     "EMPTY_REPORT_POLICIES",
@@ -65,15 +71,26 @@ _UNDERSCORE_RUN = re.compile(r"_{2,}")
 _X_RUN = re.compile(r"X{4,}|(?<![A-Za-z])XXX(?![A-Za-z])")
 _BANNER = re.compile(r"^\s*FINAL REPORT\s*$", re.MULTILINE | re.IGNORECASE)
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:])")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def clean_report(text: str | None) -> str:
+def _report_text(text: object) -> str:
+    """``text`` as a string ("" when missing), lone surrogates replaced by U+FFFD."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    if not isinstance(text, str):
+        raise InvalidItemError(f"Report text must be a string, got {type(text).__name__} {text!r}.")
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def clean_report(text: str | float | None) -> str:
     """Remove de-identification placeholders and collapse whitespace.
 
     Example::
 
         clean_report("___F with  cough.\\nNo XXXX effusion.")   # 'F with cough. No effusion.'
     """
+    text = _report_text(text)
     if not text:
         return ""
     text = _UNDERSCORE_RUN.sub(" ", text)
@@ -82,13 +99,14 @@ def clean_report(text: str | None) -> str:
     return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", text).strip()
 
 
-def split_sections(text: str) -> list[tuple[str, str]]:
+def split_sections(text: str | float | None) -> list[tuple[str, str]]:
     """Split a report into ``(header, body)`` pairs in reading order; the header is lower case.
 
     Headers are recognised at the start of a line when they are known section names (any case) or written in
     capitals, and anywhere when they are known names written in capitals. Text before the first header comes
     back with header ``""``.
     """
+    text = _report_text(text)
     starts: dict[int, tuple[int, str]] = {}
     for match in _HEADER_AT_LINE_START.finditer(text):
         name = " ".join(match.group(1).split())
@@ -109,7 +127,7 @@ def split_sections(text: str) -> list[tuple[str, str]]:
     return sections
 
 
-def extract_findings_impression(text: str | None) -> str:
+def extract_findings_impression(text: str | float | None) -> str:
     """The cleaned FINDINGS and IMPRESSION sections of a report, as ``"FINDINGS: ... IMPRESSION: ..."``.
 
     Without either section, the cleaned report minus administrative sections is returned (see the module
@@ -120,7 +138,8 @@ def extract_findings_impression(text: str | None) -> str:
         extract_findings_impression("INDICATION: ___ cough\\n findings : Clear lungs.\\nIMPRESSION: Normal.")
         # 'FINDINGS: Clear lungs. IMPRESSION: Normal.'
     """
-    if not text or not text.strip():
+    text = _report_text(text)
+    if not text.strip():
         return ""
     sections = split_sections(text)
     findings = " ".join(body for name, body in sections if name in FINDINGS_HEADERS)
@@ -131,7 +150,7 @@ def extract_findings_impression(text: str | None) -> str:
     return clean_report(_BANNER.sub(" ", body))
 
 
-def report_from_sections(findings: str | None = None, impression: str | None = None) -> str:
+def report_from_sections(findings: str | float | None = None, impression: str | float | None = None) -> str:
     """Join separately stored sections into ``"FINDINGS: ... IMPRESSION: ..."``, cleaning each.
 
     Example::

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cxrkd_monai.errors import require_utf8
+
 if TYPE_CHECKING:
     from cxrkd_monai.networks.text_encoder import MeanPoolingTextEncoder
 
@@ -45,8 +47,10 @@ class TextEmbeddingCache:
         cache_dir: folder for the ``.npy`` files; ``None`` keeps the cache in memory only.
         batch_size: maximum number of texts per encoder call.
 
-    Input: ``B`` strings. Output: ``(B, encoder.output_dim)`` float32 on the CPU (for a frozen encoder),
-    row ``i`` for ``texts[i]``.
+    Input: ``B`` strings, each encodable as UTF-8 (a lone surrogate raises
+    :class:`~cxrkd_monai.errors.InvalidItemError` naming its position in the batch; ``ValidateVKDItemd`` and
+    ``load_datalist`` reject such a report earlier, naming its item).
+    Output: ``(B, encoder.output_dim)`` float32 on the CPU (for a frozen encoder), row ``i`` for ``texts[i]``.
 
     Attributes:
         encoder_calls: number of texts sent to the encoder so far.
@@ -77,6 +81,10 @@ class TextEmbeddingCache:
     def __call__(self, texts: Sequence[str]) -> Tensor:
         if isinstance(texts, str) or len(texts) == 0:
             raise ValueError(f"texts must be a non-empty sequence of strings, got {texts!r}.")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"texts must be strings, got {type(text).__name__} at position {index}.")
+            require_utf8(text, f"TextEmbeddingCache text {index} of {len(texts)} in the batch")
         if not self.encoder.is_frozen:
             self.encoder_calls += len(texts)
             return self.encoder(texts)

@@ -1,9 +1,11 @@
 import csv
+import math
 from pathlib import Path
 
 import pytest
 
 from cxrkd_monai.data.reports import clean_report, extract_findings_impression, report_from_sections, split_sections
+from cxrkd_monai.errors import InvalidItemError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 IU_REPORTS = SHARED_DATA / "iu_xray_reports_text" / "indiana_reports.csv"
@@ -73,7 +75,7 @@ def test_placeholders_and_whitespace():
     assert clean_report("XR chest, Xray AP, BOX XXXXX. Seen at XXXXPM, XXX.") == "XR chest, Xray AP, BOX. Seen at PM,."
 
 
-@pytest.mark.parametrize("empty", [None, "", "   \n ", "XXXX", "___"])
+@pytest.mark.parametrize("empty", [None, math.nan, "", "   \n ", "XXXX", "___"])
 def test_empty_or_missing_reports_give_empty_text(empty):
     assert extract_findings_impression(empty) == ""
     assert report_from_sections(empty, empty) == ""
@@ -95,3 +97,18 @@ def test_real_iu_reports_are_cleaned_of_every_placeholder():
     assert not any("XXXX" in text or "  " in text for text in texts)
     both_empty = sum(not row["findings"].strip() and not row["impression"].strip() for row in rows)
     assert sum(text == "" for text in texts) >= both_empty == 25
+
+
+def test_lone_surrogates_become_the_replacement_character_so_the_output_is_utf8():
+    report = extract_findings_impression("FINDINGS: No \ud800 effusion.\nIMPRESSION: Normal\udcff.")
+    assert report == "FINDINGS: No \ufffd effusion. IMPRESSION: Normal\ufffd."
+    report.encode("utf-8")
+    assert clean_report("a\udc80b") == "a\ufffdb"
+
+
+@pytest.mark.parametrize("value", [3, b"FINDINGS: bytes", ["FINDINGS: x"]])
+def test_report_that_is_not_text_is_an_invalid_item(value):
+    with pytest.raises(InvalidItemError, match="Report text must be a string"):
+        extract_findings_impression(value)
+    with pytest.raises(InvalidItemError, match="Report text must be a string"):
+        report_from_sections(value, None)

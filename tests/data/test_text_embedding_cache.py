@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from cxrkd_monai.data.text_embedding_cache import TextEmbeddingCache
+from cxrkd_monai.errors import InvalidItemError
 
 DIM = 8
 MAX_LENGTH = 32
@@ -167,3 +168,14 @@ def test_invalid_arguments_are_rejected():
         TextEmbeddingCache(BagOfBytesEncoder())([])
     with pytest.raises(ValueError, match="non-empty sequence"):
         TextEmbeddingCache(BagOfBytesEncoder())("one report")
+
+
+def test_text_with_a_lone_surrogate_is_named_before_anything_is_encoded(tmp_path):
+    encoder = BagOfBytesEncoder()
+    cache = TextEmbeddingCache(encoder, cache_dir=tmp_path)
+    message = r"text 1 of 2 in the batch: text cannot be encoded as UTF-8.*position 5"
+    with pytest.raises(InvalidItemError, match=message):
+        cache([REPORTS[0], "Left \ud800 effusion."])
+    assert encoder.batches == [] and cache.encoder_calls == 0
+    with pytest.raises(ValueError, match="strings, got int at position 0"):
+        cache([7])

@@ -1,0 +1,131 @@
+import json
+
+import pytest
+
+from cxrkd_monai.data.datalist import load_class_names, load_datalist
+from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / "images" / name).write_bytes(b"")
+    return tmp_path
+
+
+def write(folder, content, name="datalist.json"):
+    path = folder / name
+    path.write_text(json.dumps(content), encoding="utf-8")
+    return path
+
+
+def test_items_are_checked_copies_with_image_paths_joined_to_the_datalist_folder(folder):
+    path = write(
+        folder,
+        {
+            "class_names": ["rib_fracture", "clavicle_fracture"],
+            "training": [
+                {"image": "images/a.png", "subset": "D_P", "report": "images", "image_label": [1, 0]},
+                {"image": "images/b.png", "subset": "D_N", "report": None, "image_label": [0, 0]},
+            ],
+            "test": ["images/c.png"],
+        },
+    )
+    items = load_datalist(str(path), "training")
+    assert items == [
+        # Text is never taken for a path, even when it names an existing folder.
+        {"image": str(folder / "images/a.png"), "subset": "D_P", "report": "images", "image_label": [1, 0]},
+        {"image": str(folder / "images/b.png"), "subset": "D_N", "report": None, "image_label": [0, 0]},
+    ]
+    assert [item["image"] for item in load_datalist(str(path), "training", subsets=["D_N"])] == [
+        str(folder / "images/b.png")
+    ]
+    assert load_datalist(str(path), "test") == [{"image": str(folder / "images/c.png")}]
+    assert load_class_names(str(path)) == ["rib_fracture", "clavicle_fracture"]
+
+
+def test_datalist_that_is_not_utf8_names_the_file_and_byte_offset(folder):
+    text = json.dumps({"training": [{"image": "images/a.png", "report": "Épanchement pleural."}]}, ensure_ascii=False)
+    path = folder / "latin1.json"
+    path.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index(b"\xc9")
+    expected = rf"latin1\.json is not UTF-8 text: byte 0xc9 at byte offset {offset}"
+    with pytest.raises(InvalidDatalistError, match=expected):
+        load_datalist(str(path))
+    with pytest.raises(InvalidDatalistError, match=r"latin1\.json is not UTF-8"):
+        load_class_names(str(path))
+
+
+def test_a_byte_order_mark_is_accepted(folder):
+    path = folder / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"training": [{"image": "images/a.png"}]}).encode())
+    assert load_datalist(str(path)) == [{"image": str(folder / "images/a.png")}]
+
+
+def test_byte_offset_counts_the_byte_order_mark(folder):
+    path = folder / "bom_latin1.json"
+    raw = b"\xef\xbb\xbf" + b'{"training": [{"image": "\xff"}]}'
+    path.write_bytes(raw)
+    offset = raw.index(b"\xff")
+    with pytest.raises(InvalidDatalistError, match=rf"byte 0xff at byte offset {offset}"):
+        load_datalist(str(path))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"training": [{"image": "images/a.png"},]}', r"not valid JSON: .* at line 1, column 41"),
+        (b"[]", "must hold a JSON object.*got a JSON list"),
+        (b'{"validation": []}', r"has no 'training' list \(keys: \['validation'\]\)"),
+        (b'{"training": {"image": "images/a.png"}}', "'training' must be a list of items, got a JSON dict"),
+        (b"[" * 100000, "nested too deeply|not valid JSON"),
+    ],
+)
+def test_unreadable_datalist_names_the_file(folder, raw, message):
+    path = folder / "bad.json"
+    path.write_bytes(raw)
+    with pytest.raises(InvalidDatalistError, match=message) as error:
+        load_datalist(str(path))
+    assert "bad.json" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            # What json.load makes of the escape "\ud800": a string no UTF-8 file, tokenizer or hash accepts.
+            {"image": "images/a.png", "report": "FINDINGS: No \ud800 effusion."},
+            r"'training' item 1 \(image 'images/a\.png'\): 'report': text cannot be encoded as UTF-8.*position 13",
+        ),
+        ({"image": "images/a.png", "report": 3.5}, r"item 1 \(image 'images/a\.png'\): 'report' must be a string"),
+        ({"image": ""}, r"item 1: 'image' must be a non-empty path"),
+        ({"label": [1, 0]}, r"item 1: 'image' must be a non-empty path, got None"),
+        (["images/a.png"], r"item 1 must be an object with an 'image' path"),
+        ({"image": "images/a.png", "subset": 1}, r"item 1 \(image 'images/a\.png'\): 'subset' must be one of"),
+    ],
+)
+def test_invalid_item_names_the_datalist_item_and_key(folder, item, message):
+    path = write(folder, {"training": [{"image": "images/b.png"}, item]})
+    with pytest.raises(InvalidItemError, match=message) as error:
+        load_datalist(str(path))
+    assert "datalist.json" in str(error.value)
+
+
+def test_unknown_subset_and_missing_images_are_named(folder):
+    path = write(folder, {"training": [{"image": "images/a.png", "subset": "D_X"}, {"image": "images/zz.png"}]})
+    unknown = r"datalist\.json 'training' has unknown subset values \['D_X', 'None'\]"
+    with pytest.raises(InvalidItemError, match=unknown):
+        load_datalist(str(path), subsets=["D_R"])
+    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) listed in .*datalist\.json 'training'.*zz\.png"):
+        load_datalist(str(path))
+    with pytest.raises(FileNotFoundError, match="Datalist not found"):
+        load_datalist(str(folder / "absent.json"))
+
+
+@pytest.mark.parametrize("names", [None, "rib_fracture", [], ["a", "a"], ["a", 3], ["a", "\udc80"]])
+def test_class_names_must_be_distinct_strings(folder, names):
+    content = {"training": []} if names is None else {"class_names": names}
+    path = write(folder, content)
+    with pytest.raises(InvalidDatalistError, match="class_names"):
+        load_class_names(str(path))
