@@ -37,6 +37,7 @@ from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesTo
 from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
 from monai.deploy.operators.dicom_utils import ModelInfo
 
+from cxrkd_monai.engines.failed_items import FailedItemsWriter
 from cxrkd_monai.engines.writers import PredictionWriter
 
 __all__ = [
@@ -161,8 +162,10 @@ class BundleInferenceOperator(Operator):
     The weights are ``models/model.pt`` (loaded by the bundle's ``CheckpointLoader``) or, when there is no
     ``model.pt``, the TorchScript ``models/model.ts`` of ``ckpt_export``, which then replaces ``network`` and runs
     with the PyTorch backend (``inference_backend``: ONNX Runtime needs the eager network). The
-    bundle's inference config must read its items from ``dataset#data`` and hold one
-    :class:`~cxrkd_monai.engines.PredictionWriter` in ``handlers``, as both bundles of this package do.
+    bundle's inference config must read its items from ``dataset#data``, hold one
+    :class:`~cxrkd_monai.engines.PredictionWriter` in ``handlers`` and publish into ``output_dir``, as both bundles
+    of this package do. An image the bundle cannot read (its ``errors.csv`` row) fails the operator with that
+    reason, instead of the bundle's exit status (``exit_on_failure`` is off here).
 
     Subclasses implement :meth:`findings` (record → text) and may set ``default_overrides``.
 
@@ -254,19 +257,24 @@ class BundleInferenceOperator(Operator):
                     "output_dir": bundle_output,
                     "num_workers": 0,
                     "dataset#data": [{"image": str(image_file)}],
+                    "exit_on_failure": False,
                     **self.checkpoint_overrides,
                     **self.config_overrides,
                 },
             )
             workflow.initialize()
             workflow.run()
-            writers = [h for h in workflow.parser.get_parsed_content("handlers") if isinstance(h, PredictionWriter)]
+            handlers = workflow.parser.get_parsed_content("handlers")
+            writers = [h for h in handlers if isinstance(h, PredictionWriter)]
             if len(writers) != 1:
                 raise ValueError(
                     f"Bundle {str(self.bundle_root)!r}: {INFERENCE_CONFIG} 'handlers' must hold one PredictionWriter, "
                     f"found {len(writers)}."
                 )
-            records = json.loads((writers[0].output_dir / f"{writers[0].filename}.json").read_text())
+            failures = [failure for h in handlers if isinstance(h, FailedItemsWriter) for failure in h.failures]
+            if failures:
+                raise ValueError(f"Bundle inference could not read {failures[0]['image']}: {failures[0]['reason']}")
+            records = json.loads((Path(bundle_output) / f"{writers[0].filename}.json").read_text())
             workflow.finalize()
         return records[0]
 

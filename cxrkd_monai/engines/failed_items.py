@@ -63,8 +63,6 @@ class FailedItemsWriter:
 
     def _write(self, engine: Engine) -> None:
         write_csv_atomically(self.path, self.failures, columns=["image", "reason"])
-        if self.failures:
-            logger.warning("%d image(s) failed; their reasons are in %s", len(self.failures), self.path)
 
     def exit_if_any(self) -> None:
         """Ends the process with :data:`PARTIAL_FAILURE_EXIT_CODE` when the last run had failed items.
@@ -77,9 +75,9 @@ class FailedItemsWriter:
         """
         if self.failures:
             logger.error(
-                "%d image(s) could not be processed (listed in %s); exiting with status %d.",
+                "%d image(s) could not be processed (listed with their reasons in %s.csv); exiting with status %d.",
                 len(self.failures),
-                self.path,
+                self.filename,
                 PARTIAL_FAILURE_EXIT_CODE,
             )
             raise SystemExit(PARTIAL_FAILURE_EXIT_CODE)

@@ -12,15 +12,17 @@ __all__ = ["FAILURE_KEY", "RecordFailured", "failure_reason"]
 FAILURE_KEY = "failure"
 """Key under which :class:`RecordFailured` puts the reason of a failed item."""
 
+MONAI_WRAPPER_PREFIX = "applying transform "
+
 
 def failure_reason(error: BaseException) -> str:
-    """``"<ErrorType>: <message>"`` of the innermost cause of ``error``.
+    """``"<ErrorType>: <message>"`` of the error a transform raised, without MONAI's wrapping.
 
-    MONAI's ``Compose`` and ``Dataset`` wrap a transform's exception in ``RuntimeError("applying transform ...")``;
-    the original error (e.g. :class:`~cxrkd_monai.transforms.UnreadableImageError` naming the file) is what a
-    reader of an errors file needs.
+    MONAI's ``apply_transform`` (used by ``Compose``) re-raises a transform's exception as
+    ``RuntimeError("applying transform ...")`` from the original; those wrappers are skipped, so the reason is the
+    transform's own error, e.g. ``UnreadableImageError: Image file 'a.png' cannot be decoded: ...``.
     """
-    while error.__cause__ is not None:
+    while isinstance(error, RuntimeError) and str(error).startswith(MONAI_WRAPPER_PREFIX) and error.__cause__:
         error = error.__cause__
     message = " ".join(str(error).split())
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
@@ -41,7 +43,7 @@ class RecordFailured(Transform):
         failure_key: key of the reason in a failed item's record.
 
     Input: a dict item, e.g. ``{"image": "a.png"}``. Output: ``transform(item)``, or on failure
-    ``{"image": "a.png", "failure": "UnreadableImageError: Image file 'a.png' ..."}``.
+    ``{"image": "a.png", "failure": "UnreadableImageError: Image file 'a.png' ..."}`` (see :func:`failure_reason`).
 
     Example::
 
