@@ -20,7 +20,8 @@ from benchmarks.bundle_data import FRACTURE_BUNDLE, generate_phantom
 from benchmarks.report import Figure, GroupReport, Target
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, interleaved_times, per_repeat_ratios
-from cxrkd_monai.engines.teacher_student import SUBSET_D_P, TeacherStudentTrainer
+from cxrkd_monai.engines.teacher_student import TeacherStudentTrainer
+from cxrkd_monai.transforms import SUBSETS
 
 __all__ = ["run"]
 
@@ -72,7 +73,8 @@ def _trainers(
     student = TeacherStudentTrainer(
         network=student_network,
         optimizer=torch.optim.Adam(student_network.parameters(), lr=learning_rate),
-        loss_function=parser.get_parsed_content("loss", lazy=False),
+        loss_function=parser.get_parsed_content("hard_target_loss", lazy=False),
+        soft_target_loss=parser.get_parsed_content("soft_target_loss", lazy=False),
         stage1_checkpoint=checkpoint,
         sharpening=parser.get_parsed_content("sharpening"),
         teacher_decay=parser.get_parsed_content("teacher_decay"),
@@ -96,7 +98,7 @@ def run(settings: BenchmarkSettings, work_dir: Path) -> GroupReport:
     )
     images = sum(len(batch["image"]) for batch in batches)
     record_positive = sum(
-        int((torch.as_tensor(batch["subset_index"]) == SUBSET_D_P).sum()) for batch in batches
+        int((torch.as_tensor(batch["subset_index"]) == SUBSETS.index("D_P")).sum()) for batch in batches
     )
     return GroupReport(
         name="fracture_cost",

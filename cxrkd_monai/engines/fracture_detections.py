@@ -8,7 +8,7 @@ import torch
 from cxrkd_monai.metrics.froc import find_peaks, peaks_to_grid
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
-__all__ = ["annotations_to_original", "detect_in_original_pixels", "output_stride_of"]
+__all__ = ["annotations_to_original", "detect_in_original_pixels", "map_pixel_half_diagonal", "output_stride_of"]
 
 
 def output_stride_of(geometry: LetterboxGeometry, map_shape: tuple[int, ...]) -> int:
@@ -24,6 +24,22 @@ def output_stride_of(geometry: LetterboxGeometry, map_shape: tuple[int, ...]) ->
             "with one integer output stride."
         )
     return int(next(iter(strides)))
+
+
+def map_pixel_half_diagonal(geometry: torch.Tensor | LetterboxGeometry, map_shape: tuple[int, ...]) -> float:
+    """Half the diagonal of one map pixel, in original pixels: how far a map-pixel centre can be from a point in it.
+
+    A detection is placed at the centre of its map pixel, so this is the localisation error of a perfectly
+    placed detection at worst. For a 3000 px radiograph letterboxed to 512 px at stride 4 it is about 33 px.
+
+    Args:
+        geometry: the item's letterbox geometry (``(4, D)`` tensor from :class:`Letterboxd`, or the object).
+        map_shape: spatial shape ``S'`` of the probability map.
+    """
+    if not isinstance(geometry, LetterboxGeometry):
+        geometry = LetterboxGeometry.from_tensor(torch.as_tensor(geometry).cpu())
+    stride = output_stride_of(geometry, tuple(map_shape))
+    return 0.5 * float(np.linalg.norm(stride / geometry.scale))
 
 
 def detect_in_original_pixels(

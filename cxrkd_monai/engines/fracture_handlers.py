@@ -17,7 +17,11 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from cxrkd_monai.engines.distributed import is_rank0
-from cxrkd_monai.engines.fracture_detections import annotations_to_original, detect_in_original_pixels
+from cxrkd_monai.engines.fracture_detections import (
+    annotations_to_original,
+    detect_in_original_pixels,
+    map_pixel_half_diagonal,
+)
 from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
 
 __all__ = ["FROCCurveWriter", "FROCScore", "PseudoPositiveRate"]
@@ -26,82 +30,90 @@ logger = logging.getLogger(__name__)
 
 
 class PseudoPositiveRate(Metric):
-    """How many record-positive D_P findings the stage-2 targets still call positive, per epoch.
+    """What the stage-2 targets make of the record-positive maps without regions (D_P maps), per epoch.
 
-    For every D_P (image, fracture type) pair the target map's peak is compared with ``threshold``. The
-    metric value is the *pseudo-positive rate*: among pairs whose record label is positive, the fraction
-    whose target peak exceeds ``threshold``. Two companions are stored next to it:
-    ``record_prevalence`` (fraction of all D_P pairs with a positive record label) and
-    ``pseudo_prevalence`` (fraction of all D_P pairs whose target peak exceeds ``threshold``). A teacher
-    that collapses to all-negative pseudo-labels shows as a rate near 0 and a pseudo prevalence far below
-    the record prevalence.
+    A D_P map is an (image, fracture type) pair whose record is positive and which has no region, so the
+    teacher labels it (see :class:`~cxrkd_monai.engines.teacher_student.TeacherStudentTrainer`). Three
+    figures show whether sharpening acted and whether it ran away:
 
-    Input (after ``output_transform``): ``(dp_target, dp_label)``, the ``(N, K, *S)`` target maps and the
-    ``(N, K)`` record labels of a batch's D_P items (``N`` may be 0), as
+    - the metric value, the *pseudo-positive rate*: the fraction of D_P maps whose target peak exceeds
+      ``threshold``. A teacher that collapses to all-negative pseudo-labels reads near 0;
+    - ``raised_fraction_name``: the fraction of D_P pixels whose target is above the teacher's value, i.e.
+      that sharpening raised (0 for ``"none"``; for AALS, the pixels above its fixed point);
+    - ``positive_area_name``: the fraction of D_P pixels whose target exceeds ``threshold``. Fractures are
+      small, so this must stay a small share of the image; creeping towards 1 means the pseudo-labels
+      have drifted to "fracture everywhere".
+
+    Each figure is ``nan`` in an epoch without D_P maps.
+
+    Input (after ``output_transform``): ``(dp_target, dp_teacher, dp_mask)``, the ``(N, K, *S)`` target and
+    teacher probability maps and the bool ``(N, K)`` mask of D_P maps of a batch (``N`` may be 0), as
     :class:`~cxrkd_monai.engines.teacher_student.TeacherStudentTrainer` stores them.
 
     Args:
-        threshold: a target peak above this counts as a pseudo-positive.
-        record_prevalence_name: ``engine.state.metrics`` key of the record prevalence.
-        pseudo_prevalence_name: ``engine.state.metrics`` key of the pseudo prevalence.
-        output_transform: picks ``(dp_target, dp_label)`` from ``engine.state.output``.
+        threshold: a target above this counts as positive (peak for the rate, pixel for the area).
+        raised_fraction_name: ``engine.state.metrics`` key of the raised-pixel fraction.
+        positive_area_name: ``engine.state.metrics`` key of the positive-area fraction.
+        output_transform: picks ``(dp_target, dp_teacher, dp_mask)`` from ``engine.state.output``.
         device: where the counters live (the trainer's device under DDP).
 
     Example (bundle JSON)::
 
-        "additional_metrics": {"pseudo_positive_rate": {
+        "key_train_metric": {"pseudo_positive_rate": {
             "_target_": "cxrkd_monai.engines.fracture_handlers.PseudoPositiveRate"}}
     """
 
     def __init__(
         self,
         threshold: float = 0.5,
-        record_prevalence_name: str = "record_prevalence",
-        pseudo_prevalence_name: str = "pseudo_prevalence",
-        output_transform: Callable = lambda output: (output["dp_target"], output["dp_label"]),
+        raised_fraction_name: str = "dp_raised_fraction",
+        positive_area_name: str = "dp_positive_area",
+        output_transform: Callable = lambda output: (output["dp_target"], output["dp_teacher"], output["dp_mask"]),
         device: str | torch.device = "cpu",
     ) -> None:
         self.threshold = threshold
-        self.record_prevalence_name = record_prevalence_name
-        self.pseudo_prevalence_name = pseudo_prevalence_name
+        self.raised_fraction_name = raised_fraction_name
+        self.positive_area_name = positive_area_name
         super().__init__(output_transform=output_transform, device=device)
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._pairs = torch.tensor(0.0, device=self._device)
-        self._record_positive = torch.tensor(0.0, device=self._device)
+        self._maps = torch.tensor(0.0, device=self._device)
         self._pseudo_positive = torch.tensor(0.0, device=self._device)
-        self._pseudo_positive_of_record_positive = torch.tensor(0.0, device=self._device)
+        self._pixels = torch.tensor(0.0, device=self._device)
+        self._raised = torch.tensor(0.0, device=self._device)
+        self._positive_area = torch.tensor(0.0, device=self._device)
 
     @reinit__is_reduced
     def update(self, output: Sequence[torch.Tensor]) -> None:
-        target, label = (torch.as_tensor(v).detach() for v in output)
-        if target.ndim < 3 or label.shape != target.shape[:2]:
+        target, teacher, mask = (torch.as_tensor(v).detach() for v in output)
+        if target.ndim < 3 or teacher.shape != target.shape or mask.shape != target.shape[:2]:
             raise ValueError(
-                f"PseudoPositiveRate expects dp_target (N, K, *S) and dp_label (N, K), "
-                f"got {tuple(target.shape)} and {tuple(label.shape)}."
+                f"PseudoPositiveRate expects dp_target (N, K, *S), dp_teacher of the same shape and dp_mask "
+                f"(N, K), got {tuple(target.shape)}, {tuple(teacher.shape)} and {tuple(mask.shape)}."
             )
-        pseudo = target.flatten(2).amax(dim=-1).to(self._device) > self.threshold
-        positive = label.to(self._device) > 0.5
-        self._pairs += label.numel()
-        self._record_positive += positive.sum()
-        self._pseudo_positive += pseudo.sum()
-        self._pseudo_positive_of_record_positive += (pseudo & positive).sum()
+        mask = mask.to(self._device).bool()
+        target, teacher = target.to(self._device).flatten(2)[mask], teacher.to(self._device).flatten(2)[mask]
+        self._maps += len(target)
+        self._pseudo_positive += (target.amax(dim=-1) > self.threshold).sum()
+        self._pixels += target.numel()
+        self._raised += (target > teacher).sum()
+        self._positive_area += (target > self.threshold).sum()
 
-    @sync_all_reduce("_pairs", "_record_positive", "_pseudo_positive", "_pseudo_positive_of_record_positive")
+    @sync_all_reduce("_maps", "_pseudo_positive", "_pixels", "_raised", "_positive_area")
     def compute(self) -> dict[str, float]:
-        pairs, positive = float(self._pairs), float(self._record_positive)
+        maps, pixels = float(self._maps), float(self._pixels)
         return {
-            "rate": float(self._pseudo_positive_of_record_positive) / positive if positive else math.nan,
-            "record_prevalence": positive / pairs if pairs else math.nan,
-            "pseudo_prevalence": float(self._pseudo_positive) / pairs if pairs else math.nan,
+            "rate": float(self._pseudo_positive) / maps if maps else math.nan,
+            "raised_fraction": float(self._raised) / pixels if pixels else math.nan,
+            "positive_area": float(self._positive_area) / pixels if pixels else math.nan,
         }
 
     def completed(self, engine: Engine, name: str) -> None:
         result = self.compute()
         engine.state.metrics[name] = result["rate"]
-        engine.state.metrics[self.record_prevalence_name] = result["record_prevalence"]
-        engine.state.metrics[self.pseudo_prevalence_name] = result["pseudo_prevalence"]
+        engine.state.metrics[self.raised_fraction_name] = result["raised_fraction"]
+        engine.state.metrics[self.positive_area_name] = result["positive_area"]
 
 
 class FROCScore(Metric):
@@ -111,7 +123,9 @@ class FROCScore(Metric):
     (:func:`~cxrkd_monai.metrics.froc.find_peaks`) that are mapped back to original pixels with the item's
     letterbox ``geometry``; its letterboxed ``boxes``/``points`` are mapped back the same way. At the end
     :class:`~cxrkd_monai.metrics.froc.FROCMetric` scores them: a peak is a hit inside a box, or within
-    ``point_radius`` original pixels of a point, of its type; sensitivity is read at ``fp_per_image``.
+    ``point_radius`` original pixels of a point, of its type, and also within half a map pixel's diagonal
+    (in that image's original pixels) of the lesion's centre, since a peak can only sit at a map-pixel
+    centre; sensitivity is read at ``fp_per_image``.
 
     The metric value is the mean FROC score over the fracture types that have lesions in the data (a type
     without lesions has no sensitivity and is left out with a warning; with none at all the value is
@@ -165,7 +179,7 @@ class FROCScore(Metric):
         super().__init__(output_transform=output_transform)
 
     def reset(self) -> None:
-        self._items: list[tuple[list[np.ndarray], np.ndarray, np.ndarray]] = []
+        self._items: list[tuple[list[np.ndarray], np.ndarray, np.ndarray, float]] = []
 
     def iteration_completed(self, engine: Engine) -> None:
         batch = engine.state.batch
@@ -193,7 +207,9 @@ class FROCScore(Metric):
             detections = detect_in_original_pixels(
                 prob_map, item_geometry, self.peak_threshold, self.nms_kernel_size, self.max_peaks
             )
-            self._items.append((detections, *annotations_to_original(item_boxes, item_points, item_geometry)))
+            boxes_original, points_original = annotations_to_original(item_boxes, item_points, item_geometry)
+            min_hit_radius = map_pixel_half_diagonal(item_geometry, tuple(prob_map.shape[1:]))
+            self._items.append((detections, boxes_original, points_original, min_hit_radius))
 
     def compute(self) -> float:
         items = self._items
@@ -207,8 +223,8 @@ class FROCScore(Metric):
             fp_per_image=self.fp_per_image,
             point_radius=self.point_radius,
         )
-        for detections, boxes, points in items:
-            froc.update(detections, boxes, points)
+        for detections, boxes, points, min_hit_radius in items:
+            froc.update(detections, boxes, points, min_hit_radius=min_hit_radius)
         self.result = froc.compute()
         scores = {name: float(self.result[name]["score"]) for name in self.class_names}
         defined = [s for s in scores.values() if not math.isnan(s)]

@@ -22,13 +22,10 @@ from cxrkd_monai.engines.fracture_batch import PrepareFractureBatch
 from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
 from cxrkd_monai.losses.aals import LabelSharpening
 
-__all__ = ["SHARPENING_MODES", "TeacherStudentTrainer", "load_stage1_weights"]
+__all__ = ["SHARPENING_MODES", "TeacherStudentTrainer", "load_stage1_weights", "masked_map_mean"]
 
 SHARPENING_MODES = ("aals", "symmetric", "none", "mil")
 """``sharpening`` values: the AALS operator, its symmetric baseline, plain teacher maps, image-level MIL."""
-
-SUBSET_D_P = 1
-"""``subset_index`` of record-positive images without regions (0 = D_R, 1 = D_P, 2 = D_N)."""
 
 
 def load_stage1_weights(network: torch.nn.Module, checkpoint_path: str | Path) -> None:
@@ -56,58 +53,69 @@ class TeacherStudentTrainer(SupervisedTrainer):
     exponential moving average of the student, ``teacher = decay * teacher + (1 - decay) * student``
     (Ignite's :class:`~ignite.handlers.EMAHandler` with ``momentum = 1 - decay``; buffers are averaged too).
 
-    Every batch item carries ``subset_index`` (0 = D_R, 1 = D_P, 2 = D_N) and ``image_label``. The loss is
+    Targets are chosen per image and fracture type (per map), from the record label ``image_label`` and the
+    ``annotated`` mask of :class:`~cxrkd_monai.transforms.target_maps.FractureTargetMapd`:
 
-    ``loss_function(student(x_RN), target_RN) + pseudo_label_weight * L_P``
+    - a type whose record is 0 gets an all-zero *hard* target, on any image (D_R, D_P or D_N);
+    - an annotated, record-positive type gets its rendered blobs as *hard* target;
+    - a record-positive type without any region (every positive type of a D_P image, and a positive type
+      of a D_R image whose fracture was not drawn) is a *soft* map: the teacher labels it.
 
-    where D_R and D_N items use their rendered target maps (blobs, or all zero for D_N) and ``L_P`` depends
-    on ``sharpening``:
+    The loss is ``mean_hard(loss_function(pred, hard_target)) + pseudo_label_weight * L_P``, each term a
+    mean over the pixels of its own maps (so the balance does not drift with the number of D_P maps in a
+    batch; a term without maps in the batch is zero). ``loss_function`` may weight positive pixels (the hard
+    targets are 0/1 blobs). ``L_P`` depends on ``sharpening``:
 
-    - ``"aals"``: ``loss_function(student(x_P), max(S(y'), y'))`` with ``y' = sigmoid(teacher(x_P))`` and
-      ``S`` the adaptive asymmetric sharpening of :class:`~cxrkd_monai.losses.aals.LabelSharpening`;
+    - ``"aals"``: ``mean_soft(soft_target_loss(pred, max(S(y'), y')))`` with ``y' = sigmoid(teacher(x))``
+      and ``S`` the adaptive asymmetric sharpening of :class:`~cxrkd_monai.losses.aals.LabelSharpening`;
     - ``"symmetric"``: the same with ``S(y')`` (no max, so values below ``threshold`` are lowered);
     - ``"none"``: plain distillation against ``y'``;
-    - ``"mil"``: image-level multiple-instance learning, the BCE between the student's per-type map maximum
-      and the record label ``image_label`` (the teacher is not consulted).
+    - ``"mil"``: image-level multiple-instance learning, the BCE between the soft map's maximum and the
+      record label 1 (the teacher is not consulted).
 
-    Each term is a mean over its own items, so the balance between them does not drift with the number of
-    D_P items in a batch; a term whose items are absent from the batch is zero.
+    ``soft_target_loss`` must be minimised by its target, so that ``"none"`` reproduces the teacher and the
+    other modes differ from it only by their sharpening: plain BCE, never a ``pos_weight``-ed one (whose
+    minimum lies at ``w * y / ((w - 1) * y + 1)``, e.g. 0.53 for a target of 0.1 at ``w = 10``).
 
-    ``engine.state.output`` holds ``image``, ``label`` (target maps), ``pred`` (student logits
-    ``(B, K, *S)``), ``loss``, ``dp_target`` (the D_P maps the student is pushed towards, ``(N_P, K, *S)``
-    probabilities; in ``"mil"`` mode the student's own map) and ``dp_label`` (``(N_P, K)`` record labels),
-    which :class:`~cxrkd_monai.engines.fracture_handlers.PseudoPositiveRate` reads.
+    ``engine.state.output`` holds ``image``, ``label`` (rendered target maps), ``pred`` (student logits
+    ``(B, K, *S)``), ``loss``, and for the ``N`` batch items that have a soft map: ``dp_mask`` ``(N, K)``
+    (which of their maps are soft), ``dp_teacher`` (the teacher's maps, ``(N, K, *S)`` probabilities) and
+    ``dp_target`` (the maps the student is pushed towards); in ``"mil"`` mode both are the student's own map.
+    :class:`~cxrkd_monai.engines.fracture_handlers.PseudoPositiveRate` reads them.
 
     Args:
         device: device to train on.
         max_epochs: number of epochs.
         train_data_loader: batches with ``image`` ``(B, C, *S)``, ``target`` ``(B, K, *S')``,
-            ``subset_index`` ``(B,)`` and ``image_label`` ``(B, K)``.
+            ``image_label`` ``(B, K)`` and ``annotated`` ``(B, K)``.
         network: the student, returning logits ``(B, K, *S')``; may be wrapped in DDP.
         optimizer: optimiser of the student's parameters.
-        loss_function: pixel-wise loss on logits and probability targets, e.g.
-            ``torch.nn.BCEWithLogitsLoss(pos_weight=...)``.
+        loss_function: per-pixel loss on logits and the hard 0/1 targets, returning ``(B, K, *S')``, e.g.
+            ``torch.nn.BCEWithLogitsLoss(pos_weight=..., reduction="none")``.
         stage1_checkpoint: path of the stage-1 checkpoint that initialises student and teacher.
         sharpening: one of :data:`SHARPENING_MODES`.
         teacher_decay: EMA decay ``d`` of the teacher, in ``(0, 1)``.
         pseudo_label_weight: the weight λ of the D_P term.
         sharpening_strength: ``a0`` of AALS, the sharpening factor for a teacher peak of 0.
         sharpening_threshold: ``t`` of AALS, the value that sharpening keeps fixed.
-        subset_key: batch key of the subset index.
+        soft_target_loss: per-pixel loss on logits and soft probability targets, returning ``(B, K, *S')``;
+            plain ``torch.nn.BCEWithLogitsLoss(reduction="none")`` by default.
         image_label_key: batch key of the record labels.
+        annotated_key: batch key of the mask of annotated types.
         prepare_batch: returns ``(image, target)``; defaults to :class:`PrepareFractureBatch`.
         other arguments: as :class:`monai.engines.SupervisedTrainer`.
 
     Raises:
         FileNotFoundError: ``stage1_checkpoint`` does not exist.
-        ValueError: unknown ``sharpening`` or ``teacher_decay`` outside ``(0, 1)``.
+        ValueError: unknown ``sharpening``, ``teacher_decay`` outside ``(0, 1)``, or a ``soft_target_loss``
+            with a ``pos_weight``.
 
     Example::
 
         trainer = TeacherStudentTrainer(
             device="cpu", max_epochs=10, train_data_loader=loader, network=student, optimizer=optimizer,
-            loss_function=torch.nn.BCEWithLogitsLoss(), stage1_checkpoint="models/teacher.pt",
-            sharpening="aals", teacher_decay=0.99, pseudo_label_weight=1.0,
+            loss_function=torch.nn.BCEWithLogitsLoss(pos_weight=torch.full((2, 1, 1), 10.0), reduction="none"),
+            stage1_checkpoint="models/teacher.pt", sharpening="aals", teacher_decay=0.99,
         )
     """
 
@@ -125,8 +133,9 @@ class TeacherStudentTrainer(SupervisedTrainer):
         pseudo_label_weight: float = 1.0,
         sharpening_strength: float = 4.0,
         sharpening_threshold: float = 0.4,
-        subset_key: str = "subset_index",
+        soft_target_loss: Callable | None = None,
         image_label_key: str = "image_label",
+        annotated_key: str = "annotated",
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable | None = None,
@@ -148,6 +157,13 @@ class TeacherStudentTrainer(SupervisedTrainer):
             raise ValueError(f"sharpening must be one of {SHARPENING_MODES}, got {sharpening!r}.")
         if not 0.0 < teacher_decay < 1.0:
             raise ValueError(f"teacher_decay must lie in (0, 1), got {teacher_decay}.")
+        if soft_target_loss is None:
+            soft_target_loss = torch.nn.BCEWithLogitsLoss(reduction="none")
+        if getattr(soft_target_loss, "pos_weight", None) is not None:
+            raise ValueError(
+                "soft_target_loss must not weight positives (pos_weight): a weighted BCE is minimised at "
+                "w*y/((w-1)*y+1), not at the soft target y; use plain BCEWithLogitsLoss(reduction='none')."
+            )
         load_stage1_weights(network, stage1_checkpoint)
         super().__init__(
             device=device,
@@ -176,8 +192,9 @@ class TeacherStudentTrainer(SupervisedTrainer):
         self.sharpening = sharpening
         self.teacher_decay = teacher_decay
         self.pseudo_label_weight = pseudo_label_weight
-        self.subset_key = subset_key
+        self.soft_target_loss = soft_target_loss
         self.image_label_key = image_label_key
+        self.annotated_key = annotated_key
         self.label_sharpening = (
             None
             if sharpening == "mil"
@@ -195,52 +212,89 @@ class TeacherStudentTrainer(SupervisedTrainer):
     def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        for key in (self.subset_key, self.image_label_key):
+        for key in (self.image_label_key, self.annotated_key):
             if key not in batchdata:
                 raise KeyError(f"TeacherStudentTrainer: batch has no '{key}' (keys: {sorted(batchdata)}).")
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        subset = torch.as_tensor(batchdata[self.subset_key]).to(inputs.device).long().view(-1)
         record = torch.as_tensor(batchdata[self.image_label_key]).to(inputs.device).float()
+        annotated = torch.as_tensor(batchdata[self.annotated_key]).to(inputs.device).bool()
+        if record.shape != targets.shape[:2] or annotated.shape != targets.shape[:2]:
+            raise ValueError(
+                f"TeacherStudentTrainer: '{self.image_label_key}' {tuple(record.shape)} and '{self.annotated_key}' "
+                f"{tuple(annotated.shape)} must be (B, K) = {tuple(targets.shape[:2])}, one entry per target map."
+            )
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast_for(engine):
-            self._compute_pred_loss(engine, inputs, targets, subset, record)
+            self._compute_pred_loss(engine, inputs, targets, record, annotated)
         backward_and_step(engine, engine.state.output[Keys.LOSS])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 
     def _compute_pred_loss(
-        self, engine: Engine, inputs: torch.Tensor, targets: torch.Tensor, subset: torch.Tensor, record: torch.Tensor
+        self, engine: Engine, inputs: torch.Tensor, targets: torch.Tensor, record: torch.Tensor, annotated: torch.Tensor
     ) -> None:
         pred = engine.inferer(inputs, engine.network)
         engine.state.output[Keys.PRED] = pred
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        pseudo = subset == SUBSET_D_P
-        supervised = ~pseudo
-        zero = pred.sum() * 0.0
-        supervised_loss = engine.loss_function(pred[supervised], targets[supervised]) if supervised.any() else zero
-        pseudo_loss, dp_target = self._pseudo_label_loss(engine, inputs[pseudo], pred[pseudo], record[pseudo], zero)
-        engine.state.output[Keys.LOSS] = supervised_loss + self.pseudo_label_weight * pseudo_loss
+        positive = record > 0.5
+        soft = positive & ~annotated
+        spatial = (1,) * (targets.ndim - 2)
+        hard_target = targets * positive.view(*positive.shape, *spatial).to(targets.dtype)
+        hard_loss = masked_map_mean(engine.loss_function(pred, hard_target), ~soft, "loss_function")
+        items = soft.any(dim=1)
+        pseudo_loss, dp_teacher, dp_target = self._pseudo_label_loss(engine, inputs[items], pred[items], soft[items])
+        engine.state.output[Keys.LOSS] = hard_loss + self.pseudo_label_weight * pseudo_loss
+        engine.state.output["dp_mask"] = soft[items]
+        engine.state.output["dp_teacher"] = dp_teacher
         engine.state.output["dp_target"] = dp_target
-        engine.state.output["dp_label"] = record[pseudo]
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
     def _pseudo_label_loss(
-        self, engine: Engine, inputs: torch.Tensor, pred: torch.Tensor, record: torch.Tensor, zero: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The D_P term and the D_P maps it pushes the student towards."""
+        self, engine: Engine, inputs: torch.Tensor, pred: torch.Tensor, soft: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The D_P term over the ``soft`` maps ``(N, K)``, the teacher's maps and the maps it pushes towards."""
         if self.sharpening == "mil":
-            dp_target = torch.sigmoid(pred.detach().float())
-            if len(pred) == 0:
-                return zero, dp_target
+            student_prob = torch.sigmoid(pred.detach().float())
             # max of the logits is the logit of the max probability, and keeps BCE numerically stable
-            image_logits = pred.flatten(2).amax(dim=-1)
-            return F.binary_cross_entropy_with_logits(image_logits.float(), record), dp_target
+            image_logits = pred.flatten(2).amax(dim=-1).float()
+            per_map = F.binary_cross_entropy_with_logits(image_logits, torch.ones_like(image_logits), reduction="none")
+            return masked_map_mean(per_map, soft, "MIL loss"), student_prob, student_prob
         if len(pred) == 0:
-            return zero, pred.detach().float()
+            empty = pred.detach().float()
+            return masked_map_mean(pred, soft, "soft_target_loss"), empty, empty
         with torch.no_grad():
             teacher_prob = torch.sigmoid(engine.inferer(inputs, self.teacher).float())
             dp_target = self.label_sharpening(teacher_prob)
-        return engine.loss_function(pred, dp_target), dp_target
+        pseudo_loss = masked_map_mean(self.soft_target_loss(pred, dp_target), soft, "soft_target_loss")
+        return pseudo_loss, teacher_prob, dp_target
+
+
+def masked_map_mean(values: torch.Tensor, mask: torch.Tensor, source: str = "loss") -> torch.Tensor:
+    """Mean of per-element ``values`` over the maps that ``mask`` selects; 0 (with gradient) when none is.
+
+    Args:
+        values: ``(B, K, *S)`` per-pixel losses, or ``(B, K)`` per-map losses.
+        mask: bool ``(B, K)``, True for the (item, type) maps that count.
+        source: what produced ``values``, named in the error.
+
+    Raises:
+        ValueError: ``values`` is not ``(B, K, ...)`` (e.g. a loss built with a reduction other than ``"none"``).
+
+    Example::
+
+        >>> masked_map_mean(torch.tensor([[1.0, 3.0]]), torch.tensor([[True, False]]))
+        tensor(1.)
+    """
+    if values.ndim < 2 or values.shape[:2] != mask.shape:
+        raise ValueError(
+            f"{source} must return one value per pixel, shape (B, K, *S) with (B, K) = {tuple(mask.shape)}, "
+            f"got {tuple(values.shape)}; build it with reduction='none'."
+        )
+    selected = mask.view(*mask.shape, *((1,) * (values.ndim - 2))).expand_as(values)
+    count = selected.sum()
+    # where(), not multiplication: a non-finite value in an unselected map must not leak into the mean
+    total = torch.where(selected, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
+    return total / count.clamp(min=1)

@@ -103,9 +103,15 @@ class FROCMetric:
     Lesions of one class in one image are its boxes, or, where the image has no box of that class, its
     points (validation items carry both for the same fractures, and the boxes are the finer truth). A
     detection hits a box when it lies inside it (borders included) and a point when it lies within
-    ``point_radius``. Detections are matched in order of decreasing score: a detection hitting a lesion
-    not yet found is that lesion's true positive (the nearest such lesion when it hits several), one that
-    only hits lesions already found is ignored, and one that hits no lesion is a false positive.
+    ``point_radius``. Detections taken from a map sit at map-pixel centres, up to half a map pixel's
+    diagonal away from the lesion they mark; on a large radiograph that is more than ``point_radius`` and
+    more than a small box's half-size. ``update(..., min_hit_radius=...)`` therefore also counts a
+    detection within ``min_hit_radius`` of a lesion's centre (point or box centre) as a hit, so a perfectly
+    placed detection is never a miss (:class:`~cxrkd_monai.engines.fracture_handlers.FROCScore` passes
+    the half-diagonal of each image's map pixel). Detections are matched in order of decreasing score: a
+    detection hitting a lesion not yet found is that lesion's true positive (the nearest such lesion when it
+    hits several), one that only hits lesions already found is ignored, and one that hits no lesion is a
+    false positive.
 
     :meth:`compute` returns, per class name:
 
@@ -167,10 +173,20 @@ class FROCMetric:
         detections: Sequence[np.ndarray | torch.Tensor],
         boxes: np.ndarray | torch.Tensor | None = None,
         points: np.ndarray | torch.Tensor | None = None,
+        min_hit_radius: float = 0.0,
     ) -> None:
-        """Match the detections of one image against its lesions (all in original pixels)."""
+        """Match the detections of one image against its lesions (all in original pixels).
+
+        ``min_hit_radius``: detections this close to a lesion's centre hit it whatever ``point_radius`` and
+        the box size, e.g. half the diagonal of one map pixel in this image's original pixels.
+        """
         if len(detections) != self.num_classes:
             raise ValueError(f"detections must hold one array per class ({self.num_classes}), got {len(detections)}.")
+        if min_hit_radius < 0:
+            raise ValueError(f"min_hit_radius must be >= 0, got min_hit_radius={min_hit_radius}.")
+        # A lesion on a map-pixel corner lies exactly min_hit_radius from the pixel centre; the relative
+        # slack keeps that perfectly placed detection a hit whichever way the coordinate mapping rounds.
+        centre_radius = min_hit_radius * (1.0 + 1e-9)
         dims = self.spatial_dims
         boxes = self._as_rows(boxes, 2 * dims + 1, "boxes", class_column=True)
         points = self._as_rows(points, dims + 1, "points", class_column=True)
@@ -182,10 +198,12 @@ class FROCMetric:
                 inside = (found[:, None, :dims] >= class_boxes[None, :, :dims]) & (
                     found[:, None, :dims] <= class_boxes[None, :, dims:]
                 )
-                hits = inside.all(axis=-1)
+                distances = np.linalg.norm(found[:, None, :dims] - centres[None], axis=-1)
+                hits = inside.all(axis=-1) | (distances <= centre_radius)
             else:
                 centres = points[points[:, -1] == channel, :-1]
-                hits = np.linalg.norm(found[:, None, :dims] - centres[None], axis=-1) <= self.point_radius
+                distances = np.linalg.norm(found[:, None, :dims] - centres[None], axis=-1)
+                hits = distances <= max(self.point_radius, centre_radius)
             self._match(channel, found, hits, centres)
         self._num_images += 1
 

@@ -33,6 +33,11 @@ class FractureTargetMapd(MapTransform):
 
     Items without annotations (``D_N`` and ``D_P``) get an all-zero map.
 
+    Next to the map, ``annotated_key`` receives a bool ``(K,)`` tensor that is True for the types with at
+    least one box or point. A zero channel means "no fracture here" only where it is annotated or the
+    record says the type is absent; stage 2 uses this mask to hand a record-positive type without regions
+    to the teacher instead (see :class:`~cxrkd_monai.engines.teacher_student.TeacherStudentTrainer`).
+
     Args:
         num_classes: fracture types ``K``, the channels of the map.
         output_stride: grid pixels per map pixel along each axis; the grid must be divisible by it.
@@ -40,6 +45,7 @@ class FractureTargetMapd(MapTransform):
         box_key: key of the grid-space boxes.
         point_key: key of the grid-space points.
         target_key: key the float32 map ``(K, *S / output_stride)`` is written to.
+        annotated_key: key the bool ``(K,)`` mask of annotated types is written to.
         point_sigma: standard deviation of a point's blob, in map pixels.
         box_sigma_scale: standard deviation of a box's blob as a fraction of the box side.
 
@@ -47,8 +53,8 @@ class FractureTargetMapd(MapTransform):
 
         >>> render = FractureTargetMapd(num_classes=2, output_stride=4)
         >>> item = render({"image": torch.zeros(1, 64, 64), "points": np.array([[18.0, 41.0, 1]])})
-        >>> item["target"].shape, item["target"][1, 4, 10].item()
-        (torch.Size([2, 16, 16]), 1.0)
+        >>> item["target"].shape, item["target"][1, 4, 10].item(), item["annotated"]
+        (torch.Size([2, 16, 16]), 1.0, tensor([False,  True]))
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class FractureTargetMapd(MapTransform):
         box_key: str = "boxes",
         point_key: str = "points",
         target_key: str = "target",
+        annotated_key: str = "annotated",
         point_sigma: float = 2.0,
         box_sigma_scale: float = 0.25,
     ) -> None:
@@ -77,6 +84,7 @@ class FractureTargetMapd(MapTransform):
         self.box_key = box_key
         self.point_key = point_key
         self.target_key = target_key
+        self.annotated_key = annotated_key
         self.point_sigma = point_sigma
         self.box_sigma_scale = box_sigma_scale
 
@@ -106,12 +114,15 @@ class FractureTargetMapd(MapTransform):
         ]
         blobs += [(self.point_key, point[:dims], np.full(dims, self.point_sigma), point[-1]) for point in points]
         column = (-1, *([1] * dims))
+        annotated = torch.zeros(self.num_classes, dtype=torch.bool)
         for key, centre, sigma, class_index in blobs:
             channel = self._channel(class_index, key)
+            annotated[channel] = True
             centre_pixel = np.clip(np.floor(centre / self.output_stride), 0, np.asarray(map_size) - 1)
             offsets = (indices - centre_pixel.reshape(column)) / sigma.reshape(column)
             np.maximum(target[channel], np.exp(-0.5 * np.sum(offsets**2, axis=0)), out=target[channel])
         d[self.target_key] = torch.as_tensor(target, dtype=torch.float32)
+        d[self.annotated_key] = annotated
         return d
 
     def _annotations(self, d: Mapping[Hashable, Any], key: str, width: int) -> np.ndarray:

@@ -79,8 +79,8 @@ def trained(phantom, tmp_path_factory) -> Path:
 
     student = _run(_workflow([TEACHER, STUDENT], "train", bundle_root=str(root), dataset_dir=str(phantom)))
     metrics = student.trainer.state.metrics
-    assert {"pseudo_positive_rate", "record_prevalence", "pseudo_prevalence"} <= set(metrics)
-    assert 0.0 < metrics["record_prevalence"] <= 1.0
+    assert {"pseudo_positive_rate", "dp_raised_fraction", "dp_positive_area"} <= set(metrics)
+    assert 0.0 <= metrics["dp_positive_area"] <= 1.0
     assert (root / "models" / "model.pt").is_file()
     return root
 

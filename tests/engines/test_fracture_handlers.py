@@ -15,12 +15,14 @@ from monai.data import MetaTensor
 from cxrkd_monai.engines.fracture_detections import (
     annotations_to_original,
     detect_in_original_pixels,
+    map_pixel_half_diagonal,
     output_stride_of,
 )
 from cxrkd_monai.engines.fracture_handlers import FROCCurveWriter, FROCScore, PseudoPositiveRate
 from cxrkd_monai.engines.fracture_predictions import FracturePredictionRecorder
 from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
+from cxrkd_monai.transforms.target_maps import FractureTargetMapd
 
 CLASSES = ["rib_fracture", "clavicle_fracture"]
 # A 100 x 50 (W x H) image letterboxed to 64 x 64: scale 0.64, resized 64 x 32, padded by 16 rows on top.
@@ -45,6 +47,7 @@ def _engine_with_metric(metric, name: str) -> Engine:
 
 
 def _dp_maps(peaks: list[list[float]]) -> torch.Tensor:
+    """(N, 2, 4, 4) maps of 0.05 with one peak per map at pixel (1, 2)."""
     maps = torch.full((len(peaks), 2, 4, 4), 0.05)
     for i, row in enumerate(peaks):
         for k, value in enumerate(row):
@@ -52,39 +55,52 @@ def _dp_maps(peaks: list[list[float]]) -> torch.Tensor:
     return maps
 
 
-def test_pseudo_positive_rate_on_hand_built_maps():
-    # peaks: image 0 (0.9, 0.2), image 1 (0.3, 0.7), image 2 (0.6, 0.1); records (1, 0), (1, 1), (0, 1).
-    # record-positive pairs: (0, rib), (1, rib), (1, clav), (2, clav) -> 4; of them above 0.5: (0, rib),
-    # (1, clav) -> rate 2 / 4. Pairs above 0.5 overall: 3 of 6. Record prevalence: 4 of 6.
-    maps = _dp_maps([[0.9, 0.2], [0.3, 0.7], [0.6, 0.1]])
-    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+def _dp_output(target: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> dict:
+    return {"output": {"dp_target": target, "dp_teacher": teacher, "dp_mask": mask}}
+
+
+def test_pseudo_positive_rate_raised_fraction_and_area_on_hand_built_maps():
+    # targets: peaks image 0 (0.9, 0.2), image 1 (0.3, 0.7), image 2 (0.6, 0.1); D_P maps (mask): (0, rib),
+    # (1, rib), (1, clav), (2, clav) -> 4 maps of 16 pixels. Peaks above 0.5: (0, rib), (1, clav) -> rate 2/4.
+    # Pixels above 0.5: those two peaks -> 2/64. The teacher equals the target except at the peak of
+    # (0, rib) (teacher 0.6) and of the masked-out (2, rib) -> raised 1/64.
+    target = _dp_maps([[0.9, 0.2], [0.3, 0.7], [0.6, 0.1]])
+    teacher = target.clone()
+    teacher[0, 0, 1, 2] = 0.6
+    teacher[2, 0, 1, 2] = 0.3
+    mask = torch.tensor([[True, False], [True, True], [False, True]])
     metric = PseudoPositiveRate(threshold=0.5)
     engine = _engine_with_metric(metric, "pseudo_positive_rate")
     batches = [
-        {"output": {"dp_target": maps[:2], "dp_label": labels[:2]}},
-        {"output": {"dp_target": maps[:0], "dp_label": labels[:0]}},
-        {"output": {"dp_target": maps[2:], "dp_label": labels[2:]}},
+        _dp_output(target[:2], teacher[:2], mask[:2]),
+        _dp_output(target[:0], teacher[:0], mask[:0]),
+        _dp_output(target[2:], teacher[2:], mask[2:]),
     ]
     engine.run(batches, max_epochs=2)  # the second epoch must start from zero counts
-    assert engine.state.metrics["pseudo_positive_rate"] == pytest.approx(0.5)
-    assert engine.state.metrics["record_prevalence"] == pytest.approx(4 / 6)
-    assert engine.state.metrics["pseudo_prevalence"] == pytest.approx(3 / 6)
+    assert engine.state.metrics["pseudo_positive_rate"] == pytest.approx(2 / 4)
+    assert engine.state.metrics["dp_raised_fraction"] == pytest.approx(1 / 64)
+    assert engine.state.metrics["dp_positive_area"] == pytest.approx(2 / 64)
 
 
-def test_pseudo_positive_rate_collapse_reads_zero():
+def test_pseudo_positive_rate_collapse_reads_zero_and_runaway_reads_whole_area():
     metric = PseudoPositiveRate()
-    metric.update((_dp_maps([[0.1, 0.2], [0.3, 0.05]]), torch.ones(2, 2)))
-    assert metric.compute() == {"rate": 0.0, "record_prevalence": 1.0, "pseudo_prevalence": 0.0}
+    collapsed = _dp_maps([[0.1, 0.2], [0.3, 0.05]])
+    metric.update((collapsed, collapsed, torch.ones(2, 2, dtype=torch.bool)))
+    assert metric.compute() == {"rate": 0.0, "raised_fraction": 0.0, "positive_area": 0.0}
+    metric.reset()
+    metric.update((torch.full((1, 2, 4, 4), 0.99), torch.full((1, 2, 4, 4), 0.6), torch.ones(1, 2, dtype=torch.bool)))
+    assert metric.compute() == {"rate": 1.0, "raised_fraction": 1.0, "positive_area": 1.0}
 
 
-def test_pseudo_positive_rate_without_dp_items_is_nan():
+def test_pseudo_positive_rate_without_dp_maps_is_nan():
     metric = PseudoPositiveRate()
-    assert math.isnan(metric.compute()["rate"])
+    metric.update((_dp_maps([[0.9, 0.9]]), _dp_maps([[0.9, 0.9]]), torch.zeros(1, 2, dtype=torch.bool)))
+    assert all(math.isnan(value) for value in metric.compute().values())
 
 
 def test_pseudo_positive_rate_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="dp_label"):
-        PseudoPositiveRate().update((torch.zeros(2, 2, 4, 4), torch.zeros(3, 2)))
+    with pytest.raises(ValueError, match="dp_mask"):
+        PseudoPositiveRate().update((torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4, 4), torch.zeros(3, 2)))
 
 
 # --- detections and annotations in original pixels -----------------------------------------------------
@@ -181,6 +197,46 @@ def test_froc_score_matches_froc_metric_on_original_pixels():
         assert metric.result[name]["score"] == pytest.approx(expected[name]["score"])
     # both types: every lesion found at the first operating point, with one false positive in two images
     assert engine.state.metrics["val_froc"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_froc_counts_perfectly_placed_detections_on_a_full_size_radiograph(stride):
+    """A 3000 x 2500 radiograph on a 512 grid: a map pixel spans 23 (stride 4) or 47 (stride 8) original pixels.
+
+    The maps are the rendered targets themselves, a perfect detector: each lesion peaks on the map pixel
+    that contains it. Points (radius 10 px) and 12 px boxes are smaller than a map pixel, so a peak at the
+    pixel centre lies outside them in most cases; every lesion must still count as found.
+    """
+    geometry = LetterboxGeometry.fit((3000, 2500), (512, 512))
+    rng = np.random.default_rng(0)
+    num_items = 24
+    rib_points = np.column_stack([rng.uniform(100, 2900, num_items), rng.uniform(100, 2400, num_items)])
+    clavicle_corners = np.column_stack([rng.uniform(100, 2880, num_items), rng.uniform(100, 2380, num_items)])
+    render = FractureTargetMapd(num_classes=2, output_stride=stride)
+    maps, boxes, points = [], [], []
+    for rib, corner in zip(rib_points, clavicle_corners):
+        item_points = np.array([[*geometry.to_grid(rib), 0.0]])
+        item_boxes = np.array([[*geometry.boxes_to_grid(np.array([[*corner, *(corner + 12.0)]]))[0], 1.0]])
+        maps.append(render({"image": torch.zeros(1, 512, 512), "points": item_points, "boxes": item_boxes})["target"])
+        boxes.append(item_boxes)
+        points.append(item_points)
+    batch = {
+        "output": {"pred": torch.stack(maps)},
+        "boxes": boxes,
+        "points": points,
+        "geometry": torch.stack([geometry.to_tensor()] * num_items),
+    }
+    metric = FROCScore(CLASSES, fp_per_image=(0.125, 0.25, 0.5, 1.0), point_radius=10.0)
+    engine = Engine(lambda engine, batch: batch["output"])
+    metric.attach(engine, "val_froc")
+    engine.run([batch], max_epochs=1)
+    for name in CLASSES:
+        assert metric.result[name]["num_lesions"] == num_items
+        assert metric.result[name]["score"] == 1.0
+        assert metric.result[name]["fps_per_image"].max() == 0.0
+    # resized to 512 x 427: the two axes' scales differ slightly by rounding
+    half_diagonal = 0.5 * stride * math.hypot(3000 / 512, 2500 / 427)
+    assert map_pixel_half_diagonal(geometry, (512 // stride, 512 // stride)) == pytest.approx(half_diagonal)
 
 
 def test_froc_requires_geometry_in_batch():

@@ -196,3 +196,26 @@ def test_target_map_peaks_score_perfectly_against_their_own_annotations():
         assert result[name]["num_lesions"] == lesions
         assert result[name]["score"] == 1.0
         assert result[name]["fps_per_image"].max() == 0.0
+
+
+def test_min_hit_radius_reaches_past_point_radius_and_tiny_boxes():
+    # rib: a 4 x 4 box centred at (102, 102) and a detection 5 px from its centre, outside the box;
+    # clavicle: a point at (50, 50) and a detection 12 px away, beyond point_radius = 10.
+    detections = [np.array([[105.0, 106.0, 0.9]]), np.array([[62.0, 50.0, 0.8]])]
+    boxes = np.array([[100.0, 100.0, 104.0, 104.0, 0]])
+    points = np.array([[50.0, 50.0, 1]])
+    strict = FROCMetric(num_classes=2, point_radius=10.0)
+    strict.update(detections, boxes=boxes, points=points)
+    assert [strict.compute()[name]["score"] for name in ("0", "1")] == [0.0, 0.0]
+    tolerant = FROCMetric(num_classes=2, point_radius=10.0)
+    tolerant.update(detections, boxes=boxes, points=points, min_hit_radius=12.0)
+    assert [tolerant.compute()[name]["score"] for name in ("0", "1")] == [1.0, 1.0]
+    # a detection farther than both radii is still a false positive
+    far = FROCMetric(num_classes=2, point_radius=10.0)
+    far.update([NO_DETECTIONS, np.array([[63.0, 50.0, 0.8]])], points=points, min_hit_radius=12.0)
+    assert far.compute()["1"]["score"] == 0.0
+
+
+def test_negative_min_hit_radius_is_named():
+    with pytest.raises(ValueError, match="min_hit_radius"):
+        FROCMetric(num_classes=1).update([NO_DETECTIONS], min_hit_radius=-1.0)

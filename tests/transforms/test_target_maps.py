@@ -109,3 +109,19 @@ def test_class_index_out_of_range_names_key():
 def test_malformed_boxes_name_key():
     with pytest.raises(ValueError, match=r"'boxes' must have shape \(N, 5\)"):
         FractureTargetMapd()({"image": torch.zeros(1, 32, 32), "boxes": np.array([[1.0, 1.0, 4.0, 4.0]])})
+
+
+@pytest.mark.parametrize(
+    ("boxes", "points", "expected"),
+    [
+        (np.array([[8.0, 8.0, 16.0, 16.0, 1]]), None, [False, True]),
+        (None, np.array([[20.0, 20.0, 0]]), [True, False]),
+        (np.array([[8.0, 8.0, 16.0, 16.0, 1]]), np.array([[20.0, 20.0, 0]]), [True, True]),
+        (None, None, [False, False]),
+    ],
+)
+def test_annotated_mask_marks_types_with_a_region(boxes, points, expected):
+    """Stage 2 tells a drawn type from a record-positive type without regions by this mask, not by the map."""
+    item = {"image": torch.zeros(1, 32, 32), "boxes": boxes, "points": points}
+    annotated = FractureTargetMapd(num_classes=2, output_stride=4)(item)["annotated"]
+    assert annotated.dtype == torch.bool and annotated.tolist() == expected
