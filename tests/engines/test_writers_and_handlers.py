@@ -4,9 +4,17 @@ import json
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.engines import SupervisedEvaluator
+from monai.transforms import Compose
 
+from cxrkd_monai.data.failed_items import DropFailedItems
 from cxrkd_monai.engines import AttributeScheduleHandler, MetricsWriter, PredictionWriter
+from cxrkd_monai.engines.failed_items import PARTIAL_FAILURE_EXIT_CODE, FailedItemsWriter, skip_batches_without_items
+from cxrkd_monai.engines.writers import write_text_atomically
 from cxrkd_monai.losses.annealing import CyclicalAnnealingSchedule
+from cxrkd_monai.transforms import UnreadableImageError
+from cxrkd_monai.transforms.failures import RecordFailured, failure_reason
 
 
 def test_prediction_writer_writes_every_record_to_json_and_csv(tmp_path):
@@ -52,3 +60,84 @@ def test_attribute_schedule_handler_follows_the_schedule():
 def test_attribute_schedule_handler_rejects_unknown_attribute():
     with pytest.raises(AttributeError, match="gamma"):
         AttributeScheduleHandler(object(), "gamma", lambda step: 0.0)
+
+
+def test_write_text_atomically_keeps_the_old_file_when_the_replace_fails(tmp_path, monkeypatch):
+    path = tmp_path / "predictions.csv"
+    write_text_atomically(path, "old\n")
+
+    def failing_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("cxrkd_monai.engines.writers.os.replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomically(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [entry.name for entry in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left behind
+
+
+# --- per-item failures in a MONAI evaluator ----------------------------------------------------------------
+
+
+class FailOnOddValues:
+    """A per-item chain that loads ``{"image": "<n>"}`` as a 1 x 2 x 2 tensor of n, and fails on odd n."""
+
+    def __call__(self, item):
+        value = int(item["image"])
+        if value % 2:
+            raise ValueError(f"item {value} is odd")
+        image = MetaTensor(torch.full((1, 2, 2), float(value)), meta={"filename_or_obj": item["image"]})
+        return {"image": image}
+
+
+def _evaluator(values, tmp_path, batch_size):
+    dataset = Dataset([{"image": str(v)} for v in values], transform=RecordFailured(Compose([FailOnOddValues()])))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DropFailedItems())
+    failed_items = FailedItemsWriter(tmp_path)
+    records = PredictionWriter(
+        str(tmp_path),
+        record_fn=lambda batch, output: [
+            {"image": item["image"].meta["filename_or_obj"], "mean": float(out["pred"].mean())}
+            for item, out in zip(batch, output)
+        ],
+    )
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=loader,
+        network=torch.nn.Identity(),
+        val_handlers=[records, failed_items],
+        iteration_update=skip_batches_without_items,
+    )
+    return evaluator, failed_items
+
+
+def test_failed_items_are_written_to_errors_csv_and_the_rest_predicted(tmp_path):
+    """3, 5 and 7 fail; with batch size 2 the batches are (0, 2), (3, 5), (4, 7), (6): one holds no loaded item."""
+    evaluator, failed_items = _evaluator([0, 2, 3, 5, 4, 7, 6], tmp_path, batch_size=2)
+    evaluator.run()
+
+    records = json.loads((tmp_path / "predictions.json").read_text())
+    assert [(r["image"], r["mean"]) for r in records] == [("0", 0.0), ("2", 2.0), ("4", 4.0), ("6", 6.0)]
+    with open(tmp_path / "errors.csv") as f:
+        errors = list(csv.DictReader(f))
+    assert [e["image"] for e in errors] == ["3", "5", "7"]
+    assert errors[0]["reason"] == "ValueError: item 3 is odd"  # MONAI's "applying transform" wrapper removed
+    with pytest.raises(SystemExit) as exited:
+        failed_items.exit_if_any()
+    assert exited.value.code == PARTIAL_FAILURE_EXIT_CODE == 3
+
+
+def test_a_clean_run_writes_an_empty_errors_csv_and_does_not_exit(tmp_path):
+    evaluator, failed_items = _evaluator([0, 2, 4], tmp_path, batch_size=2)
+    evaluator.run()
+    assert (tmp_path / "errors.csv").read_text().splitlines() == ["image,reason"]
+    failed_items.exit_if_any()
+
+
+def test_failure_reason_skips_monai_wrappers_only():
+    error = UnreadableImageError("Image file 'a.png' cannot be decoded")
+    error.__cause__ = KeyError("decoder")
+    wrapped = RuntimeError("applying transform <Compose>")
+    wrapped.__cause__ = error
+    assert failure_reason(wrapped) == "UnreadableImageError: Image file 'a.png' cannot be decoded"
+    assert failure_reason(RuntimeError("applying transform <X>")) == "RuntimeError: applying transform <X>"
