@@ -33,7 +33,8 @@ def run_prepare(dataset: str, root: str, out: str, **options) -> dict:
         root: the dataset folder.
         out: the datalist JSON to write.
         **options: adapter options (``views``, ``fractions``, ``seed``, ``official_split``, ``class_names``,
-            ``uncertain_policy``, ``blank_policy``, ``empty_report``, ...; see :func:`adapter_options`).
+            ``uncertain_policy``, ``blank_policy`` (default per dataset, recorded in the datalist),
+            ``empty_report``, ...; see :func:`adapter_options`).
 
     Returns:
         the run summary: items written per split, skips per reason, label prevalence per split.
