@@ -1,6 +1,7 @@
 from .checkpointing import (
     AtomicCheckpointSaver,
     BestMetricState,
+    GradScalerState,
     RandomStates,
     find_last_checkpoint,
     refuse_to_overwrite,

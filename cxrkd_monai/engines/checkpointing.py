@@ -1,11 +1,11 @@
 """Resumable training checkpoints: atomic saving, the state a resumed run needs, and the best-model guard.
 
 A bundle's training config gathers everything a run's future depends on in one ``save_dict`` (network,
-optimiser, scheduler, trainer, EMA teacher, best-model bookkeeping, random generators), writes it after
-every epoch with :class:`AtomicCheckpointSaver` and, with ``--resume True``, reads the newest such file
-back with MONAI's :class:`~monai.handlers.CheckpointLoader` (:func:`find_last_checkpoint`). A run that was
-not asked to resume refuses to start over an earlier run's files (:func:`refuse_to_overwrite`), so a
-better model is never replaced silently.
+optimiser, scheduler, trainer, AMP loss scale, EMA teacher, best-model bookkeeping, random generators),
+writes it after every epoch with :class:`AtomicCheckpointSaver` and, with ``--resume True``, reads the
+newest such file back with MONAI's :class:`~monai.handlers.CheckpointLoader` (:func:`find_last_checkpoint`).
+A run that was not asked to resume refuses to start over an earlier run's files (:func:`refuse_to_overwrite`),
+so a better model is never replaced silently.
 
 Why the random generators matter: the per-epoch shuffling, the data augmentation and the network's own
 sampling all draw from them, so a resumed run only repeats the interrupted one when they continue from
@@ -30,6 +30,7 @@ from monai.transforms import Randomizable, Transform
 __all__ = [
     "AtomicCheckpointSaver",
     "BestMetricState",
+    "GradScalerState",
     "RandomStates",
     "ReplacingDiskSaver",
     "find_last_checkpoint",
@@ -149,6 +150,33 @@ class BestMetricState:
     def load_state_dict(self, state_dict: Mapping[str, float | int]) -> None:
         self.workflow.state.best_metric = float(state_dict["best_metric"])
         self.workflow.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
+
+
+class GradScalerState:
+    """The mixed-precision loss scale of a MONAI trainer (``trainer.scaler``), as a checkpointable object.
+
+    MONAI creates the trainer's :class:`torch.amp.GradScaler` when the run starts, so this view looks it up at
+    save and load time (both happen during the run). Without AMP there is no scaler and the state is empty.
+
+    Args:
+        trainer: a MONAI :class:`~monai.engines.Trainer`.
+    """
+
+    def __init__(self, trainer: Workflow) -> None:
+        self.trainer = trainer
+
+    def _scaler(self) -> torch.amp.GradScaler | None:
+        scaler = getattr(self.trainer, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
+    def state_dict(self) -> dict[str, Any]:
+        scaler = self._scaler()
+        return {} if scaler is None else scaler.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        scaler = self._scaler()
+        if scaler is not None and state_dict:
+            scaler.load_state_dict(dict(state_dict))
 
 
 class RandomStates:

@@ -13,6 +13,7 @@ from cxrkd_monai.engines import (
     AtomicCheckpointSaver,
     AttributeScheduleHandler,
     BestMetricState,
+    GradScalerState,
     RandomStates,
     find_last_checkpoint,
     refuse_to_overwrite,
@@ -247,3 +248,21 @@ def test_beta_schedule_position_is_restored_with_the_trainer_state():
     _, resumed_part = run(interrupted.state_dict(), max_epochs=3)
     assert first_part + resumed_part == uninterrupted
     assert uninterrupted == pytest.approx([schedule(step) for step in range(12)])
+
+
+def test_grad_scaler_state_follows_the_scaler_the_trainer_creates_at_run_time():
+    class Trainer:
+        scaler = None
+
+    trainer = Trainer()
+    state = GradScalerState(trainer)
+    assert state.state_dict() == {}  # no AMP: nothing to save, and loading nothing is harmless
+    state.load_state_dict({})
+
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    trainer.scaler.scale(torch.ones(()))  # the scale tensor is created lazily, by the first scaled loss
+    trainer.scaler.update(new_scale=96.0)
+    saved = state.state_dict()
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # what a resumed run starts with
+    state.load_state_dict(saved)
+    assert trainer.scaler.get_scale() == 96.0
