@@ -1,18 +1,49 @@
-"""Batch collation that sets aside the items that a ``RecordFailured`` chain failed on."""
+"""Loading that survives bad items: a dataset that turns a failed item into a record, a collate that drops it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from monai.data import list_data_collate
+from monai.data import Dataset, list_data_collate
 
-from cxrkd_monai.transforms.failures import FAILURE_KEY
+from cxrkd_monai.transforms.failures import FAILURE_KEY, RecordFailured
 
-__all__ = ["FAILED_ITEMS_KEY", "DropFailedItems"]
+__all__ = ["FAILED_ITEMS_KEY", "DropFailedItems", "FailureTolerantDataset"]
 
 FAILED_ITEMS_KEY = "failed_items"
 """Batch key of the list of ``{"image": <source>, "reason": <reason>}`` records of the items left out."""
+
+
+class FailureTolerantDataset(Dataset):
+    """:class:`monai.data.Dataset` whose items that raise in ``transform`` come out as failure records.
+
+    ``transform`` runs inside :class:`~cxrkd_monai.transforms.failures.RecordFailured`: an item that cannot be
+    loaded or transformed (unreadable, corrupt, wrong modality, ...) is returned as
+    ``{source_key: <source>, failure_key: "<ErrorType>: <message>"}`` instead of ending the run. Collate with
+    :class:`DropFailedItems`, so that batches hold only the items that loaded. ``transform`` stays the bundle's
+    ``preprocessing`` (a config's ``dataset#transform`` is ``@preprocessing``).
+
+    Args:
+        data: the items, e.g. ``[{"image": "a.png"}, ...]``.
+        transform: the per-item chain.
+        source_key: key of an item's source (the image path).
+        failure_key: key of the reason in a failure record.
+
+    Example::
+
+        dataset = FailureTolerantDataset([{"image": "a.png"}, {"image": "corrupt.png"}], transform=preprocessing)
+        dataset[1]   # {'image': 'corrupt.png', 'failure': "UnreadableImageError: Image file 'corrupt.png' ..."}
+    """
+
+    def __init__(
+        self,
+        data: Sequence[dict[Hashable, Any]],
+        transform: Callable[[Any], Any],
+        source_key: str = "image",
+        failure_key: str = FAILURE_KEY,
+    ) -> None:
+        super().__init__(data, transform=RecordFailured(transform, source_key, failure_key))
 
 
 class DropFailedItems:

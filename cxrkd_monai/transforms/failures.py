@@ -31,8 +31,9 @@ def failure_reason(error: BaseException) -> str:
 class RecordFailured(Transform):
     """Applies ``transform`` to one item; if it raises, returns ``{source_key: <source>, failure_key: <reason>}``.
 
-    Wrap a dataset's whole per-item chain with it (loading, geometry, type conversion), so that one unreadable
-    or corrupt image does not abort a run: the failed item travels on as a small record that
+    Wrap a dataset's whole per-item chain with it (loading, geometry, type conversion; or use
+    :class:`~cxrkd_monai.data.failed_items.FailureTolerantDataset`, which does), so that one unreadable or corrupt
+    image does not abort a run: the failed item travels on as a small record that
     :class:`~cxrkd_monai.data.failed_items.DropFailedItems` removes from its batch and
     :class:`~cxrkd_monai.engines.failed_items.FailedItemsWriter` writes to ``errors.csv``. Only ``Exception`` is caught;
     ``KeyboardInterrupt`` and ``SystemExit`` still stop the run.

@@ -4,17 +4,17 @@ import json
 import pytest
 import torch
 from ignite.engine import Engine, Events
-from monai.data import DataLoader, Dataset, MetaTensor
+from monai.data import DataLoader, MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose
 
-from cxrkd_monai.data.failed_items import DropFailedItems
+from cxrkd_monai.data.failed_items import DropFailedItems, FailureTolerantDataset
 from cxrkd_monai.engines import AttributeScheduleHandler, MetricsWriter, PredictionWriter
 from cxrkd_monai.engines.failed_items import PARTIAL_FAILURE_EXIT_CODE, FailedItemsWriter, skip_batches_without_items
 from cxrkd_monai.engines.writers import write_text_atomically
 from cxrkd_monai.losses.annealing import CyclicalAnnealingSchedule
 from cxrkd_monai.transforms import UnreadableImageError
-from cxrkd_monai.transforms.failures import RecordFailured, failure_reason
+from cxrkd_monai.transforms.failures import failure_reason
 
 
 def test_prediction_writer_writes_every_record_to_json_and_csv(tmp_path):
@@ -91,7 +91,7 @@ class FailOnOddValues:
 
 
 def _evaluator(values, tmp_path, batch_size):
-    dataset = Dataset([{"image": str(v)} for v in values], transform=RecordFailured(Compose([FailOnOddValues()])))
+    dataset = FailureTolerantDataset([{"image": str(v)} for v in values], transform=Compose([FailOnOddValues()]))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DropFailedItems())
     failed_items = FailedItemsWriter(tmp_path)
     records = PredictionWriter(
