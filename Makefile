@@ -10,7 +10,7 @@ DEMO_DIR ?= demo_output
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
-.PHONY: venv demo test test-deploy bench lint clean
+.PHONY: venv demo test test-deploy bench results lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# Real-data results (FracAtlas, about 45 minutes on 2 CPU cores): writes docs/results.md. Not part of `make test`.
+# Extra options go in RESULTS_ARGS, e.g. RESULTS_ARGS="--backbone_weights resnet18.pth" or, for a quick
+# end-to-end check, RESULTS_ARGS="--max_images 60 --image_size 64 --teacher_epochs 1 --student_epochs 1
+# --report runs/results_check.md".
+RESULTS_DIR ?= runs/results
+RESULTS_ARGS ?=
+results: $(STAMP)
+	$(BIN)/python -m cxrkd_monai.results --output_dir $(RESULTS_DIR) $(RESULTS_ARGS)
 
 test-deploy: $(DEPLOY_STAMP)
 	$(DEPLOY_VENV)/bin/python -m pytest -q -ra --timeout=900 tests/deploy/test_apps.py

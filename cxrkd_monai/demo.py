@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from monai.bundle import run as bundle_run
 
+from cxrkd_monai.bundle_commands import bundle_arguments
 from cxrkd_monai.data.phantom import generate_phantom_dataset
 
 __all__ = ["BUNDLES_DIR", "run_demo"]
@@ -27,18 +28,9 @@ AALS_BUNDLE = BUNDLES_DIR / "cxr_aals_fracture_detection"
 logger = logging.getLogger(__name__)
 
 
-def _configs(bundle: Path, *names: str) -> list[str]:
-    return [str(bundle / "configs" / name) for name in names]
-
-
 def _run(bundle: Path, configs: list[str], **overrides) -> None:
-    bundle_run(
-        config_file=_configs(bundle, *configs),
-        logging_file=str(bundle / "configs" / "logging.conf"),
-        bundle_root=str(bundle),
-        # ImageNet weights are downloaded on first use, which an offline demo cannot do.
-        **{"pretrained": False, **overrides},
-    )
+    # ImageNet weights are downloaded on first use, which an offline demo cannot do.
+    bundle_run(**bundle_arguments(bundle, configs, **{"pretrained": False, **overrides}))
 
 
 # DenseNet-121 (the bundle default) takes several seconds per step on a 2-core CPU; the demo swaps in a
