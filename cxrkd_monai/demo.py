@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -232,6 +233,9 @@ def run_demo(
     """Generate the synthetic data, run both bundles and print their tables. Returns all figures."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(output_dir).resolve()
+    # a demo starts afresh: the bundles refuse to train over the best model of an earlier run in the same folder
+    for earlier_run in (out / "vkd", out / "aals"):
+        shutil.rmtree(earlier_run, ignore_errors=True)
     started = time.perf_counter()
     data_dir = out / "data"
     generate_phantom_dataset(
