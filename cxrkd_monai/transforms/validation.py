@@ -51,21 +51,21 @@ class ValidateVKDItemd(Transform):
         if self.label_key in data:
             label = np.asarray(data[self.label_key], dtype=np.float64).reshape(-1)
             if label.size != self.num_classes:
-                raise ValueError(
+                raise InvalidItemError(
                     f"{source}: '{self.label_key}' has {label.size} values, expected {self.num_classes} "
                     "(one per class in class_names)."
                 )
             mask = np.asarray(data.get(self.mask_key, np.ones_like(label)), dtype=np.float64).reshape(-1)
             if mask.size != self.num_classes:
-                raise ValueError(
+                raise InvalidItemError(
                     f"{source}: '{self.mask_key}' has {mask.size} values, expected {self.num_classes} "
                     f"(one per class in class_names, like '{self.label_key}')."
                 )
             if not np.all(np.isin(mask, (0.0, 1.0))):
-                raise ValueError(f"{source}: '{self.mask_key}' must hold 0/1 values, got {mask.tolist()}.")
+                raise InvalidItemError(f"{source}: '{self.mask_key}' must hold 0/1 values, got {mask.tolist()}.")
             observed = label[mask > 0.5]
             if not np.all(np.isin(observed, (0.0, 1.0))):
-                raise ValueError(f"{source}: '{self.label_key}' must hold 0/1 values, got {label.tolist()}.")
+                raise InvalidItemError(f"{source}: '{self.label_key}' must hold 0/1 values, got {label.tolist()}.")
         if self.report_key is not None:
             report = data.get(self.report_key)
             if not isinstance(report, str) or not report.strip():

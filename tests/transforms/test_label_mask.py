@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from cxrkd_monai.errors import InvalidItemError
 from cxrkd_monai.transforms import EnsureLabelMaskd, ValidateVKDItemd
 
 
@@ -16,13 +17,13 @@ def test_existing_mask_becomes_a_float_tensor_and_a_missing_one_is_all_ones():
 
 def test_mask_of_the_wrong_length_names_the_item():
     item = {"image": "images/p0007_s01.png", "label": [0, 1, 0], "label_mask": [1, 1], "report": "x"}
-    with pytest.raises(ValueError, match=r"images/p0007_s01.png: 'label_mask' has 2 values, expected 3"):
+    with pytest.raises(InvalidItemError, match=r"images/p0007_s01.png: 'label_mask' has 2 values, expected 3"):
         ValidateVKDItemd(3)(item)
 
 
 def test_mask_values_other_than_0_or_1_name_the_item():
     item = {"image": "a.png", "label": [0, 1], "label_mask": [1, 0.5], "report": "x"}
-    with pytest.raises(ValueError, match=r"a.png: 'label_mask' must hold 0/1 values"):
+    with pytest.raises(InvalidItemError, match=r"a.png: 'label_mask' must hold 0/1 values"):
         ValidateVKDItemd(2)(item)
 
 

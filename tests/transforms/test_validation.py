@@ -12,12 +12,12 @@ def test_valid_item_passes_unchanged():
 
 
 def test_wrong_label_length_names_file_and_key():
-    with pytest.raises(ValueError, match=r"a\.png: 'label' has 2 values, expected 3"):
+    with pytest.raises(InvalidItemError, match=r"a\.png: 'label' has 2 values, expected 3"):
         ValidateVKDItemd(3)({"image": "a.png", "label": [0, 1], "report": "x"})
 
 
 def test_non_binary_label_rejected_unless_masked():
-    with pytest.raises(ValueError, match="0/1"):
+    with pytest.raises(InvalidItemError, match="0/1"):
         ValidateVKDItemd(2)({"image": "a.png", "label": [0, -1], "report": "x"})
     ValidateVKDItemd(2)({"image": "a.png", "label": [0, math.nan], "label_mask": [1, 0], "report": "x"})
 
