@@ -19,6 +19,8 @@ from monai.bundle import run as bundle_run
 
 from cxrkd_monai.bundle_commands import bundle_arguments
 from cxrkd_monai.data.phantom import generate_phantom_dataset
+from cxrkd_monai.data.synthetic_dicom import write_phantom_dicom_studies
+from cxrkd_monai.deploy.trained_bundle import export_trained_bundle
 
 __all__ = ["BUNDLES_DIR", "run_demo"]
 
@@ -48,6 +50,7 @@ DEMO_IMAGE_ENCODER = {
     },
     "network_def#image_feature_dim": 128,
 }
+DEMO_LATENT_DIM = 64
 
 
 def _read_metrics(path: Path) -> dict:
@@ -70,7 +73,7 @@ def run_vkd(data_dir: Path, work_dir: Path, image_size: int, epochs: int, batch_
         "batch_size": batch_size,
         "num_workers": 0,
         "learning_rate": 1e-3,
-        "latent_dim": 64,
+        "latent_dim": DEMO_LATENT_DIM,
         "text_cache_dir": str(work_dir / "text_embeddings"),
         **DEMO_IMAGE_ENCODER,
     }
@@ -87,7 +90,7 @@ def run_vkd(data_dir: Path, work_dir: Path, image_size: int, epochs: int, batch_
             dataset_dir=str(data_dir),
             class_names=class_names,
             image_size=[image_size, image_size],
-            latent_dim=64,
+            latent_dim=DEMO_LATENT_DIM,
             num_workers=0,
             **DEMO_IMAGE_ENCODER,
             ckpt_path=str(run_dir / "models" / "model.pt"),
@@ -218,6 +221,98 @@ def format_aals_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# How many of the test images the demo also writes as DICOM studies, for the exported bundles and the Deploy apps.
+DEMO_DICOM_STUDIES = 3
+VKD_FIGURES = {
+    "val_macro_auroc": "macro_auroc",
+    "micro_auroc": "micro_auroc",
+    "macro_f1_at_0.5": "macro_f1_at_0.5",
+    "micro_f1_at_0.5": "micro_f1_at_0.5",
+    "ece": "ece",
+}
+AALS_FIGURES = {
+    "val_auroc": "mean_auroc",
+    "val_auroc_rib_fracture": "rib_auroc",
+    "val_auroc_clavicle_fracture": "clavicle_auroc",
+    "val_froc": "mean_froc",
+}
+
+
+def _synthetic_figures(metrics: dict, names: dict[str, str]) -> dict[str, float]:
+    """The demo's test figures as metadata ``eval_metrics``, each labelled synthetic; undefined ones left out."""
+    return {
+        f"synthetic_demo_test_{label}": metrics[key]
+        for key, label in names.items()
+        if isinstance(metrics.get(key), float) and math.isfinite(metrics[key])
+    }
+
+
+def export_demo_bundles(
+    out: Path, vkd: dict, aals: dict, vkd_image_size: int, aals_image_size: int, provenance: str
+) -> dict[str, Path]:
+    """Hand the trained VKD model and the AALS student over as bundle folders ``out/bundles/<name>`` (Model Zoo
+    layout, the demo's overrides merged in, checked like the source bundles), write the first test images as
+    DICOM studies in ``out/dicom`` and run each exported bundle's ``inference.json`` on them, as a user would;
+    the predictions land in ``<bundle>/predictions``."""
+    class_names = vkd["class_names"]
+    synthetic = {
+        "data_source": f"{provenance}; eval_metrics are this demo run's test-split figures on synthetic data and say "
+        "nothing about real radiographs.",
+        "intended_use": "Demonstration of the workflow only: weights trained on synthetic radiographs. Not for "
+        "clinical use.",
+    }
+    letterbox = "single channel radiograph, intensity scaled to [0, 1], letterboxed (aspect kept, zero padding) to"
+    bundles = {
+        "cxr_vkd_classification": export_trained_bundle(
+            VKD_BUNDLE,
+            out / "bundles" / VKD_BUNDLE.name,
+            out / "vkd" / "vkd" / "models" / "model.pt",
+            overrides={
+                "class_names": class_names,
+                "image_size": [vkd_image_size, vkd_image_size],
+                "latent_dim": DEMO_LATENT_DIM,
+                "pretrained": False,
+                **DEMO_IMAGE_ENCODER,
+            },
+            metadata_updates={
+                **synthetic,
+                "eval_metrics": _synthetic_figures(vkd["vkd"], VKD_FIGURES),
+                "image_classes": f"{letterbox} {vkd_image_size} x {vkd_image_size}",
+                "label_classes": f"{len(class_names)} phantom findings, multi-label binary",
+                "pred_classes": f"{len(class_names)} per-class probabilities ({', '.join(class_names)})",
+            },
+        ),
+        "cxr_aals_fracture_detection": export_trained_bundle(
+            AALS_BUNDLE,
+            out / "bundles" / AALS_BUNDLE.name,
+            out / "aals" / "models" / "student_aals.pt",
+            overrides={"image_size": [aals_image_size, aals_image_size], "pretrained": False, **DEMO_DETECTOR},
+            metadata_updates={
+                **synthetic,
+                "eval_metrics": _synthetic_figures(aals["student, AALS"], AALS_FIGURES),
+                "image_classes": f"{letterbox} {aals_image_size} x {aals_image_size}",
+            },
+        ),
+    }
+    shutil.rmtree(out / "dicom", ignore_errors=True)
+    dicom_datalist = write_phantom_dicom_studies(
+        out / "data" / "datalist_vkd.json", out / "dicom", key="test", max_images=DEMO_DICOM_STUDIES
+    )
+    for bundle in bundles.values():
+        _run(bundle, ["inference.json"], datalist=str(dicom_datalist), num_workers=0)
+    return bundles
+
+
+def format_handover(bundles: dict[str, Path], dicom_dir: Path) -> str:
+    """Where the exported bundles, the DICOM studies and the bundles' predictions on them are."""
+    lines = ["Exported bundles (Model Zoo layout, weights trained on synthetic data):"]
+    lines += [f"  {path}" for path in bundles.values()]
+    lines.append(f"Synthetic DICOM studies (CR): {dicom_dir}; the bundles' predictions on them:")
+    lines += [f"  {path / 'predictions' / 'predictions.csv'}" for path in bundles.values()]
+    lines.append("Both MONAI Deploy apps on them (DICOM SR out): make deploy-demo")
+    return "\n".join(lines)
+
+
 def run_demo(
     output_dir: str = "demo_output",
     num_patients: int = 240,
@@ -243,12 +338,16 @@ def run_demo(
     )
     vkd = run_vkd(data_dir, out / "vkd", vkd_image_size, vkd_epochs, batch_size)
     aals = run_aals(data_dir, out / "aals", aals_image_size, aals_teacher_epochs, aals_student_epochs, batch_size)
-    report = [format_vkd_table(vkd), "", format_aals_table(aals)]
+    provenance = f"The demo's synthetic radiographs (`cxrkd phantom`, {num_patients} patients, seed {seed})"
+    bundles = export_demo_bundles(out, vkd, aals, vkd_image_size, aals_image_size, provenance)
+    report = [format_vkd_table(vkd), "", format_aals_table(aals), "", format_handover(bundles, out / "dicom")]
     total = time.perf_counter() - started
     report.append(f"\nTotal demo time: {total:.0f} s.")
     report.append("Synthetic data: these figures show the pipelines work; they say nothing about real radiographs.")
     text = "\n".join(report)
     print(text)
     (out / "results.txt").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps({"vkd": vkd, "aals": aals, "seconds": total}, indent=1, default=str))
-    return {"vkd": vkd, "aals": aals, "seconds": total}
+    bundle_paths = {name: str(path) for name, path in bundles.items()}
+    figures = {"vkd": vkd, "aals": aals, "bundles": bundle_paths, "seconds": total}
+    (out / "results.json").write_text(json.dumps(figures, indent=1, default=str))
+    return figures
