@@ -59,7 +59,9 @@ def read_datalist_json(path: str | Path) -> dict[str, Any]:
     return content
 
 
-def load_datalist(path: str, key: str = "training", subsets: Sequence[str] | None = None) -> list[dict]:
+def load_datalist(
+    path: str, key: str = "training", subsets: Sequence[str] | None = None, require_images: bool = True
+) -> list[dict]:
     """Items of ``key`` in the datalist at ``path``, image paths resolved against the datalist's folder.
 
     Every item is checked here: it is an object with a non-empty string ``image`` whose file exists, a
@@ -70,13 +72,16 @@ def load_datalist(path: str, key: str = "training", subsets: Sequence[str] | Non
         path: a MONAI datalist JSON file.
         key: ``"training"``, ``"validation"``, ``"test"``.
         subsets: keep only items whose ``subset`` is one of these (fracture datalists: D_R, D_P, D_N).
+        require_images: raise when a listed image file does not exist. Inference passes ``False``: there a
+            missing file is one failed item (a row of ``errors.csv``), not the end of the run.
 
     Returns:
         The items (new dicts) in file order, ``image`` an absolute or datalist-relative path joined to the
         datalist's folder, the other keys as stored.
 
     Raises:
-        FileNotFoundError: the datalist or one of its images is missing (the path is named).
+        FileNotFoundError: the datalist, or with ``require_images`` one of its images, is missing (the path is
+            named).
         InvalidDatalistError: the file cannot be read as a datalist (see :func:`read_datalist_json`), or it has
             no list under ``key``.
         InvalidItemError: an item is invalid; the message names the datalist, ``key``, the item's position and
@@ -103,7 +108,7 @@ def load_datalist(path: str, key: str = "training", subsets: Sequence[str] | Non
             )
         items = [item for item in items if item["subset"] in set(subsets)]
     missing = [item["image"] for item in items if not Path(item["image"]).is_file()]
-    if missing:
+    if missing and require_images:
         raise FileNotFoundError(
             f"{len(missing)} image(s) listed in {datalist_path} '{key}' do not exist, first: {missing[0]}"
         )

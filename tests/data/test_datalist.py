@@ -123,6 +123,12 @@ def test_unknown_subset_and_missing_images_are_named(folder):
         load_datalist(str(folder / "absent.json"))
 
 
+def test_inference_keeps_missing_images_as_items_for_the_errors_file(folder):
+    path = write(folder, {"test": [{"image": "images/a.png"}, {"image": "images/zz.png"}]})
+    items = load_datalist(str(path), "test", require_images=False)
+    assert [item["image"] for item in items] == [str(folder / "images" / "a.png"), str(folder / "images" / "zz.png")]
+
+
 @pytest.mark.parametrize("names", [None, "rib_fracture", [], ["a", "a"], ["a", 3], ["a", "\udc80"]])
 def test_class_names_must_be_distinct_strings(folder, names):
     content = {"training": []} if names is None else {"class_names": names}
