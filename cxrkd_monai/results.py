@@ -75,10 +75,11 @@ RESNET18_DETECTOR = {"layers": [2, 2, 2, 2], "block_inplanes": [64, 128, 256, 51
 class ResultsSettings:
     """Everything that shapes the results; written into ``docs/results.md``.
 
-    The default epochs fit the 45-minute budget on 2 CPU cores with the light detector at 256 px: an epoch
-    costs about 2 CPU-minutes for the teacher (902 D_R + D_N images) and 3 for a student (all 1,155 training
-    images plus the teacher's pass over D_P), and each run adds about a minute of start-up, caching, validation
-    and test evaluation.
+    The default epochs fit the 45-minute budget on 2 CPU cores with the light detector at 256 px. Measured CPU
+    time (1.2-1.9 CPU-seconds per batch of 8) puts an epoch at about 2 minutes for the teacher (902 D_R + D_N
+    images) and 3 for a student (all 1,155 training images plus the teacher's pass over D_P) on 2 cores; each
+    run adds about a minute of start-up, caching, validation and test evaluation, and the bootstrap about 30 s
+    per model.
     """
 
     image_size: int = 256
