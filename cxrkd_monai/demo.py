@@ -248,12 +248,16 @@ def _synthetic_figures(metrics: dict, names: dict[str, str]) -> dict[str, float]
 
 
 def export_demo_bundles(
-    out: Path, vkd: dict, aals: dict, vkd_image_size: int, aals_image_size: int, provenance: str
+    out: Path, vkd: dict, aals: dict, vkd_image_size: int, aals_image_size: int, batch_size: int, provenance: str
 ) -> dict[str, Path]:
     """Hand the trained VKD model and the AALS student over as bundle folders ``out/bundles/<name>`` (Model Zoo
-    layout, the demo's overrides merged in, checked like the source bundles), write the first test images as
-    DICOM studies in ``out/dicom`` and run each exported bundle's ``inference.json`` on them, as a user would;
-    the predictions land in ``<bundle>/predictions``."""
+    layout, checked like the source bundles), write the first test images as DICOM studies in ``out/dicom`` and
+    run each exported bundle's ``inference.json`` on them, as a user would; the predictions land in
+    ``<bundle>/predictions``.
+
+    The demo's overrides that shape each network and its input are merged into the exported configs, and so is its
+    batch size: VKD's Monte Carlo draws depend on the batch, so its evaluation reproduces the demo's figures only
+    with the same batches."""
     class_names = vkd["class_names"]
     synthetic = {
         "data_source": f"{provenance}; eval_metrics are this demo run's test-split figures on synthetic data and say "
@@ -271,6 +275,7 @@ def export_demo_bundles(
                 "class_names": class_names,
                 "image_size": [vkd_image_size, vkd_image_size],
                 "latent_dim": DEMO_LATENT_DIM,
+                "batch_size": batch_size,
                 "pretrained": False,
                 **DEMO_IMAGE_ENCODER,
             },
@@ -286,7 +291,12 @@ def export_demo_bundles(
             AALS_BUNDLE,
             out / "bundles" / AALS_BUNDLE.name,
             out / "aals" / "models" / "student_aals.pt",
-            overrides={"image_size": [aals_image_size, aals_image_size], "pretrained": False, **DEMO_DETECTOR},
+            overrides={
+                "image_size": [aals_image_size, aals_image_size],
+                "batch_size": batch_size,
+                "pretrained": False,
+                **DEMO_DETECTOR,
+            },
             metadata_updates={
                 **synthetic,
                 "eval_metrics": _synthetic_figures(aals["student, AALS"], AALS_FIGURES),
@@ -339,7 +349,7 @@ def run_demo(
     vkd = run_vkd(data_dir, out / "vkd", vkd_image_size, vkd_epochs, batch_size)
     aals = run_aals(data_dir, out / "aals", aals_image_size, aals_teacher_epochs, aals_student_epochs, batch_size)
     provenance = f"The demo's synthetic radiographs (`cxrkd phantom`, {num_patients} patients, seed {seed})"
-    bundles = export_demo_bundles(out, vkd, aals, vkd_image_size, aals_image_size, provenance)
+    bundles = export_demo_bundles(out, vkd, aals, vkd_image_size, aals_image_size, batch_size, provenance)
     report = [format_vkd_table(vkd), "", format_aals_table(aals), "", format_handover(bundles, out / "dicom")]
     total = time.perf_counter() - started
     report.append(f"\nTotal demo time: {total:.0f} s.")
