@@ -10,7 +10,7 @@ DEMO_DIR ?= demo_output
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
-.PHONY: venv demo test test-deploy bench results lint clean
+.PHONY: venv demo test test-deploy deploy-demo bench results lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ results: $(STAMP)
 
 test-deploy: $(DEPLOY_STAMP)
 	$(DEPLOY_VENV)/bin/python -m pytest -q -ra --timeout=900 tests/deploy/test_apps.py
+
+# Optional, after `make demo`: both MONAI Deploy apps on the DICOM studies the demo wrote, with the bundles it
+# exported; prints where each DICOM SR and JSON result is ($(DEMO_DIR)/deploy/) and the SR's findings.
+deploy-demo: $(DEPLOY_STAMP)
+	$(DEPLOY_VENV)/bin/python -m cxrkd_monai.deploy.demo_apps --demo_dir $(DEMO_DIR)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
