@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -22,6 +23,7 @@ pytest.importorskip("monai.deploy.operators", reason="the MONAI Deploy App SDK (
 from monai.deploy.core import Fragment
 from monai.deploy.core.domain import Image
 
+from cxrkd_monai.deploy.demo_apps import DEMO_APPS, run_demo_apps
 from cxrkd_monai.deploy.operators import (
     VKDClassificationOperator,
     instance_file,
@@ -288,3 +290,60 @@ def test_bundle_without_weights_is_named(vkd_bundle, tmp_path):
     shutil.copytree(vkd_bundle / "configs", tmp_path / "bundle" / "configs")
     with pytest.raises(FileNotFoundError, match="has neither .*model.pt nor .*model.ts"):
         VKDClassificationOperator(Fragment(), bundle_path=tmp_path / "bundle", output_folder=tmp_path)
+
+
+def test_both_apps_on_the_demo_dicom_studies_carry_the_bundle_predictions_and_the_input_uids(tiny_demo, tmp_path):
+    """``make deploy-demo`` on a tiny demo: every SR names the input's patient and study and holds the numbers of
+    the exported bundle's predictions.csv on the same DICOM file.
+
+    The detector is deterministic, so its SR equals predictions.csv to the SR's 4 decimals. VKD's probabilities
+    are means over ``inference_mc_samples`` prior draws, which follow the batch: the app infers one image, the
+    demo's bundle run a batch of three. Its SR equals the bundle's inference on that one file to 4 decimals, and
+    predictions.csv within 5 standard errors of the difference of two such means.
+    """
+    demo_dir, figures = tiny_demo
+    results = run_demo_apps(demo_dir)
+    dicom_datalist = demo_dir / "dicom" / "datalist.json"
+    studies = [dicom_datalist.parent / relative for relative in json.loads(dicom_datalist.read_text())["test"]]
+    assert [(result.input_file, result.app) for result in results] == [
+        (study, app) for study in studies for app in DEMO_APPS
+    ]
+    predictions = {}
+    for app, bundle in DEMO_APPS.items():
+        table = (Path(figures["bundles"][bundle]) / "predictions" / "predictions.csv").read_text().splitlines()
+        predictions[app] = {row["image"]: row for row in csv.DictReader(table)}
+    vkd_bundle = Path(figures["bundles"]["cxr_vkd_classification"])
+    mc_samples = ConfigParser.load_config_file(vkd_bundle / "configs" / "inference.json")["inference_mc_samples"]
+    for index, result in enumerate(results):
+        source = pydicom.dcmread(result.input_file, stop_before_pixels=True)
+        sr = pydicom.dcmread(result.sr_file)
+        assert sr.Modality == "SR" and sr.SOPClassUID == BASIC_TEXT_SR
+        assert (sr.PatientID, sr.PatientName, sr.StudyInstanceUID) == (
+            source.PatientID,
+            source.PatientName,
+            source.StudyInstanceUID,
+        )
+        saved = json.loads(result.result_file.read_text())
+        assert saved["study_instance_uid"] == source.StudyInstanceUID
+        assert saved["sop_instance_uid"] == source.SOPInstanceUID
+        assert result.findings == saved["findings"].splitlines()
+        row = predictions[result.app][str(result.input_file)]
+        class_lines = {line.split(":")[0]: line for line in result.findings[1:] if " point:" not in line}
+        if result.app == "cxr_fracture_app":
+            assert list(class_lines) == ["rib_fracture", "clavicle_fracture"]
+            for name, line in class_lines.items():
+                probability = float(re.fullmatch(rf"{name}: probability ([0-9.]+)", line)[1])
+                assert probability == pytest.approx(float(row[f"{name}_probability"]), abs=5.1e-5)
+            points = [line for line in result.findings if " point:" in line]
+            assert len(points) == len(json.loads(row["detections"]))
+            continue
+        reference = bundle_inference(vkd_bundle, "datalist_vkd.json", result.input_file, tmp_path / str(index))
+        class_names = [key.removeprefix("prob_") for key in reference if key.startswith("prob_")]
+        assert list(class_lines) == class_names
+        for name, line in class_lines.items():
+            match = re.fullmatch(rf"{re.escape(name)}: probability ([0-9.]+), uncertainty ([0-9.]+)", line)
+            probability, spread = float(match[1]), float(match[2])
+            assert probability == pytest.approx(reference[f"prob_{name}"], abs=5.1e-5)
+            assert spread == pytest.approx(reference[f"std_{name}"], abs=5.1e-5)
+            standard_error = ((spread**2 + float(row[f"std_{name}"]) ** 2) / mc_samples) ** 0.5
+            assert probability == pytest.approx(float(row[f"prob_{name}"]), abs=5 * standard_error + 5.1e-5)
