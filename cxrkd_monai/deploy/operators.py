@@ -293,7 +293,12 @@ class BundleInferenceOperator(Operator):
                 "network": "$torch.jit.load(@ckpt_path, map_location=@device)",
                 # OnnxRuntimeBackend cannot export or patch a TorchScript module.
                 "inference_backend": "pytorch",
-                "handlers": [h for h in handlers if not str(h.get("_target_", "")).endswith("CheckpointLoader")],
+                # entries are handler configs or references such as "@failed_items"
+                "handlers": [
+                    h
+                    for h in handlers
+                    if not (isinstance(h, dict) and str(h.get("_target_")).endswith("CheckpointLoader"))
+                ],
             }
         raise FileNotFoundError(f"Bundle {str(self.bundle_root)!r} has neither {checkpoint} nor {torchscript}.")
 
