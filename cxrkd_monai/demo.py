@@ -335,7 +335,8 @@ def run_demo(
     aals_teacher_epochs: int = 25,
     aals_student_epochs: int = 8,
 ) -> dict:
-    """Generate the synthetic data, run both bundles and print their tables. Returns all figures."""
+    """Generate the synthetic data, run both bundles, print their tables and hand the trained models over as bundle
+    folders run on synthetic DICOM studies (:func:`export_demo_bundles`). Returns all figures and the bundles' paths."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(output_dir).resolve()
     # a demo starts afresh: the bundles refuse to train over the best model of an earlier run in the same folder

@@ -143,7 +143,7 @@ def export_trained_bundle(
         FileNotFoundError: naming a missing source metadata or checkpoint.
         FileExistsError: ``destination`` exists and is not an earlier export.
         KeyError: an override no config defines.
-        ValueError: a check of :func:`check_exported_bundle` fails.
+        ValueError: ``destination`` is ``source``, or a check of :func:`check_exported_bundle` fails.
 
     Example::
 
@@ -157,6 +157,8 @@ def export_trained_bundle(
     for path in (source / "configs" / METADATA, checkpoint):
         if not path.is_file():
             raise FileNotFoundError(f"file {path} does not exist.")
+    if destination.resolve() == source.resolve():
+        raise ValueError(f"destination {destination} is the source bundle; export into another folder.")
     if destination.exists():
         if not (destination / "configs" / METADATA).is_file():
             raise FileExistsError(f"{destination} exists and is not a bundle folder; choose another destination.")

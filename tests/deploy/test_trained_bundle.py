@@ -134,6 +134,9 @@ def test_destination_other_than_an_earlier_export_and_missing_checkpoint_are_ref
     trained_checkpoint(VKD, VKD_RUN, tmp_path / "model.pt")
     with pytest.raises(FileExistsError, match="notes exists and is not a bundle folder"):
         export_trained_bundle(VKD, tmp_path / "notes", tmp_path / "model.pt", VKD_RUN)
+    with pytest.raises(ValueError, match="is the source bundle"):
+        export_trained_bundle(VKD, VKD / "configs" / "..", tmp_path / "model.pt", VKD_RUN)
+    assert (VKD / "configs" / "train.json").is_file()
     with pytest.raises(FileNotFoundError, match=r"missing\.pt does not exist"):
         export_trained_bundle(VKD, tmp_path / "out", tmp_path / "missing.pt", VKD_RUN)
     export_trained_bundle(VKD, tmp_path / "out", tmp_path / "model.pt", VKD_RUN)
