@@ -135,7 +135,9 @@ def test_rerun_sets_previous_outputs_aside_and_a_held_lock_refuses(bundle, image
     holder makes a third run stop with a clear message, touching nothing."""
     name, _ = bundle
     output_dir = tmp_path / "predictions"
-    first = [images[key] for key in ("chexpert", "corrupt", "third")]
+    # a listed file that does not exist is one more failed item, not the end of the run
+    missing = tmp_path / "moved_away" / "gone.png"
+    first = [images[key] for key in ("chexpert", "corrupt", "third")] + [missing]
     assert run_inference(bundle, _write_datalist(tmp_path / "first", name, first), output_dir).returncode == (
         PARTIAL_FAILURE_EXIT_CODE
     )
@@ -149,7 +151,8 @@ def test_rerun_sets_previous_outputs_aside_and_a_held_lock_refuses(bundle, image
     assert sorted(row["image"] for row in _rows(previous / "predictions.csv")) == sorted(
         str(images[key]) for key in ("chexpert", "third")
     )
-    assert [row["image"] for row in _rows(previous / "errors.csv")] == [str(images["corrupt"])]
+    failed = sorted(row["image"] for row in _rows(previous / "errors.csv"))
+    assert failed == sorted([str(images["corrupt"]), str(missing)])
     if name.endswith("detection"):
         assert len(list((output_dir / "maps").iterdir())) == 2
         assert len(list((previous / "maps").iterdir())) == 2
