@@ -276,10 +276,112 @@ def score_predictions(
     return {
         "auroc": {name: bootstrap_interval(auroc(k), **resampling) for k, name in enumerate(class_names)},
         "froc": bootstrap_interval(froc, **resampling),
+        "statistics": {"froc": froc, **{f"auroc {name}": auroc(k) for k, name in enumerate(class_names)}},
         "num_images": len(paths),
         "num_positive": labels.sum(axis=0).astype(int).tolist(),
         "num_lesions": int(sum(len(truth[p].boxes) or len(truth[p].points) for p in paths)),
     }
+
+
+COMPARISONS = (
+    ("student_aals", "teacher"),
+    ("student_aals", "student_none"),
+    ("student_aals", "student_symmetric"),
+    ("student_aals", "student_mil"),
+    ("student_none", "teacher"),
+)
+"""(model, reference) pairs whose test-split difference the report bootstraps."""
+
+
+def paired_differences(scores: dict[str, dict], settings: ResultsSettings) -> dict[tuple[str, str], dict]:
+    """Bootstrap interval of ``model - reference`` for each pair of :data:`COMPARISONS` and each statistic.
+
+    Both models are scored on the same test images in the same order (:func:`score_predictions` sorts them), so
+    one resample of image indices applies to both: the interval is paired, and narrower than the two separate
+    intervals suggest when the models err on the same images.
+
+    Returns:
+        ``{(model, reference): {statistic name: BootstrapInterval}}``, statistic names as in
+        ``scores[stem]["statistics"]`` (``"froc"``, ``"auroc <class>"``).
+    """
+    differences = {}
+    for model, reference in COMPARISONS:
+        ours, theirs = scores[model]["statistics"], scores[reference]["statistics"]
+        differences[(model, reference)] = {
+            name: bootstrap_interval(
+                lambda index, a=ours[name], b=theirs[name]: a(index) - b(index),
+                num_items=scores[model]["num_images"],
+                num_resamples=settings.num_resamples,
+                seed=settings.seed,
+            )
+            for name in ours
+        }
+    return differences
+
+
+def _difference_lines(differences: dict[tuple[str, str], dict], labels: dict[str, str]) -> list[str]:
+    """The report's paired-difference table and one plain sentence per comparison of FROC."""
+    names = list(next(iter(differences.values())))
+    lines = [
+        "## Paired differences (test split)",
+        "",
+        "Each cell is `model − reference` on the same test images with its 95 % paired bootstrap interval (the same "
+        "resamples for both models). An interval that includes 0 means this test split cannot tell the two apart.",
+        "",
+        "| model − reference | " + " | ".join("Δ " + name.replace("froc", "FROC").replace("auroc", "AUROC")
+                                            for name in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]  # fmt: skip
+    for (model, reference), intervals in differences.items():
+        cells = [f"{i.estimate:+.3f} [{i.low:+.3f}, {i.high:+.3f}]" for i in intervals.values()]
+        lines.append(f"| {labels[model]} − {labels[reference]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for (model, reference), intervals in differences.items():
+        froc = intervals["froc"]
+        if not math.isfinite(froc.estimate):
+            continue
+        if froc.low > 0:
+            verdict = "higher, and the interval excludes 0"
+        elif froc.high < 0:
+            verdict = "lower, and the interval excludes 0"
+        else:
+            verdict = f"{'higher' if froc.estimate > 0 else 'lower'} by the point estimate, but the interval includes 0"
+        lines.append(f"- FROC of {labels[model]} vs {labels[reference]}: {froc.estimate:+.3f}, {verdict}.")
+    lines.append("")
+    return lines
+
+
+def _sharpening_lines(curves: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """One sentence per student: how much of the D_P maps its last training epoch raised and called positive."""
+    lines = []
+    for stem, label in labels.items():
+        last = {tag: values[-1][1] for tag, values in curves.get(stem, {}).items() if values}
+        if "dp_raised_fraction" not in last:
+            continue
+        lines.append(
+            f"- {label}, last epoch: sharpening raised {last['dp_raised_fraction']:.1%} of D_P pixels, "
+            f"{last.get('dp_positive_area', math.nan):.1%} of the D_P map area was above 0.5, and "
+            f"{last.get('pseudo_positive_rate', math.nan):.1%} of the D_P findings had a target peak above 0.5."
+        )
+    return ["How much the stage-2 targets differed between the students (from the table below):", "", *lines, ""]
+
+
+def _limits_lines(settings: ResultsSettings, scores: dict[str, dict], differences: dict) -> list[str]:
+    """What bounds the comparison in this run: test-split size, training length, initialisation."""
+    any_result = next(iter(scores.values()))
+    widths = [interval["froc"].high - interval["froc"].low for interval in differences.values()]
+    start = "an ImageNet backbone" if settings.backbone_weights else "random weights (the light detector)"
+    return [
+        "What limits these comparisons:",
+        "",
+        f"- The test split holds {sum(any_result['num_positive'])} fractured images with {any_result['num_lesions']} "
+        f"boxes; the paired FROC intervals above are {min(widths):.2f} to {max(widths):.2f} wide, so smaller "
+        "differences between two models are within resampling noise.",
+        f"- The teacher starts from {start} and trains {settings.teacher_epochs} epochs, the students "
+        f"{settings.student_epochs} each. AALS only changes teacher values above t = 0.4, so the share of D_P "
+        "pixels it raised (above) bounds how far the AALS and no-sharpening students can drift apart.",
+        "",
+    ]
 
 
 def _epoch_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -313,6 +415,7 @@ def _report(
     invocation: str,
     started: datetime.datetime,
     total_seconds: float,
+    differences: dict[tuple[str, str], dict],
 ) -> str:
     pretrained = settings.backbone_weights is not None
     lines = [
@@ -382,6 +485,12 @@ def _report(
         "false positives per image (a detection inside a box of its type is a hit); 'FROC (bundle)' is the "
         "bundle's own `metrics.json` figure on the same predictions, which the recomputation must equal.",
         "",
+    ]
+    labels = {stem: label for label, stem, _ in MODELS}
+    lines += _difference_lines(differences, labels)
+    lines += _sharpening_lines(curves, {stem: label for label, stem, mode in MODELS if mode is not None})
+    lines += _limits_lines(settings, scores, differences)
+    lines += [
         "## Pseudo-positive statistics per epoch (students, training split)",
         "",
         "Every epoch-level training statistic the stage-2 trainer records (read from its TensorBoard scalars), "
@@ -420,6 +529,7 @@ def run_results(
     output_dir: str = "runs/results",
     data_root: str = str(DEFAULT_DATA),
     report: str = str(REPO_ROOT / "docs" / "results.md"),
+    rescore: bool = False,
     **settings: Any,
 ) -> dict:
     """Prepare FracAtlas, train the teacher and four students, evaluate each once on test, write ``report``.
@@ -428,22 +538,39 @@ def run_results(
         output_dir: working folder (datalist, checkpoints, logs, test predictions).
         data_root: the FracAtlas folder (``labels.csv``, ``boxes.csv``, ``images/``).
         report: the Markdown file written.
+        rescore: score the test predictions already in ``output_dir`` again and rewrite ``report`` without
+            training or evaluating anything (after a change to the scoring or the report). The settings, date,
+            command and wall times stay those of the run recorded in ``output_dir/results.json``.
         **settings: :class:`ResultsSettings` fields, e.g. ``image_size``, ``teacher_epochs``, ``student_epochs``,
             ``max_images`` (a quick check on a subsample), ``backbone_weights`` (a local ResNet-18 file).
 
     Returns:
         the figures written to the report, also saved as ``output_dir/results.json``.
+
+    Raises:
+        FileNotFoundError: ``rescore`` without a ``results.json`` of an earlier run in ``output_dir``.
     """
-    options = ResultsSettings(**settings)
-    started_at = datetime.datetime.now(datetime.timezone.utc)
-    started = time.perf_counter()
-    command = " ".join(["python -m cxrkd_monai.results", *sys.argv[1:]])
-    invocation = f"`make results` (`{command}`)" if os.environ.get("MAKELEVEL") else f"`{command}`"
     work_dir = Path(output_dir).resolve()
-    datalist_path = _prepare_data(Path(data_root), work_dir / "data", options)
+    started = time.perf_counter()
+    if rescore:
+        recorded = work_dir / "results.json"
+        if not recorded.is_file():
+            raise FileNotFoundError(f"--rescore needs the results.json of an earlier run, not found: {recorded}")
+        previous = json.loads(recorded.read_text())
+        options = ResultsSettings(**previous["settings"])
+        started_at = datetime.datetime.fromisoformat(previous["started_at"])
+        command, invocation, seconds = previous["command"], previous["invocation"], previous["seconds"]
+        datalist_path = work_dir / "data" / "datalist_fracture.json"
+    else:
+        options = ResultsSettings(**settings)
+        started_at = datetime.datetime.now(datetime.timezone.utc)
+        command = " ".join(["python -m cxrkd_monai.results", *sys.argv[1:]])
+        invocation = f"`make results` (`{command}`)" if os.environ.get("MAKELEVEL") else f"`{command}`"
+        datalist_path = _prepare_data(Path(data_root), work_dir / "data", options)
     datalist = json.loads(datalist_path.read_text())
     class_names, counts = datalist["class_names"], _datalist_counts(datalist)
-    seconds = _train_and_evaluate(datalist_path, work_dir, options, class_names)
+    if not rescore:
+        seconds = _train_and_evaluate(datalist_path, work_dir, options, class_names)
 
     defaults = _bundle_defaults()
     truth = read_test_truth(datalist_path, class_names, options.image_size, defaults["output_stride"])
@@ -459,13 +586,18 @@ def run_results(
                 "%s: FROC recomputed from predictions.json (%.6f) differs from the bundle's metrics.json (%.6f).",
                 stem, recomputed, bundle_froc[stem],
             )  # fmt: skip
-    total = time.perf_counter() - started
-    text = _report(options, class_names, counts, scores, bundle_froc, curves, seconds, invocation, started_at, total)
+    total = previous["total_seconds"] if rescore else time.perf_counter() - started
+    differences = paired_differences(scores, options)
+    text = _report(
+        options, class_names, counts, scores, bundle_froc, curves, seconds, invocation, started_at, total, differences
+    )
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     Path(report).write_text(text)
     figures = {
         "settings": asdict(options),
+        "started_at": started_at.isoformat(),
         "command": command,
+        "invocation": invocation,
         "seconds": seconds,
         "total_seconds": total,
         "models": {
@@ -477,6 +609,10 @@ def run_results(
             }
             for stem, result in scores.items()
         },
+        "differences": {
+            f"{model} - {reference}": {name: asdict(interval) for name, interval in intervals.items()}
+            for (model, reference), intervals in differences.items()
+        },
     }
     (work_dir / "results.json").write_text(json.dumps(figures, indent=1))
     logger.info("results: wrote %s in %.1f min", report, total / 60)
@@ -487,10 +623,12 @@ def _command_line(
     output_dir: str = "runs/results",
     data_root: str = str(DEFAULT_DATA),
     report: str = str(REPO_ROOT / "docs" / "results.md"),
+    rescore: bool = False,
     **settings: Any,
 ) -> None:
-    """``python -m cxrkd_monai.results [--image_size 256] [--max_images 60] ...``; see :func:`run_results`."""
-    run_results(output_dir, data_root, report, **settings)
+    """``python -m cxrkd_monai.results [--image_size 256] [--max_images 60] [--rescore True] ...``; see
+    :func:`run_results`."""
+    run_results(output_dir, data_root, report, rescore, **settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

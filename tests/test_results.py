@@ -7,7 +7,13 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxrkd_monai.metrics.froc import FROCMetric
-from cxrkd_monai.results import ResultsSettings, read_test_truth, score_predictions, subsample_datalist
+from cxrkd_monai.results import (
+    ResultsSettings,
+    paired_differences,
+    read_test_truth,
+    score_predictions,
+    subsample_datalist,
+)
 
 DEFAULTS = {"fp_per_image": [0.125, 0.25, 0.5, 1, 2, 4, 8], "point_radius": 10.0}
 
@@ -74,3 +80,33 @@ def test_scores_recompute_auroc_and_froc_from_bundle_predictions(tmp_path):
     (tmp_path / "predictions.json").write_text(json.dumps(predictions))
     with pytest.raises(RuntimeError, match=r"predictions.json lacks 1 test image"):
         score_predictions(tmp_path / "predictions.json", truth, ["fracture"], DEFAULTS, ResultsSettings())
+
+
+def test_paired_differences_resample_both_models_on_the_same_images():
+    rng = np.random.default_rng(7)
+    labels = np.array([1, 0] * 20)
+    model_scores = {stem: rng.random(40) + 0.3 * labels * k for k, stem in enumerate(
+        ["teacher", "student_aals", "student_none", "student_symmetric", "student_mil"])}  # fmt: skip
+
+    def auroc(stem):
+        return lambda index: roc_auc_score(labels[index], model_scores[stem][index]) if len(set(labels[index])) == 2 \
+            else math.nan
+
+    scores = {stem: {"statistics": {"auroc fracture": auroc(stem)}, "num_images": 40} for stem in model_scores}
+    settings = ResultsSettings(num_resamples=300, seed=5)
+    differences = paired_differences(scores, settings)
+
+    interval = differences[("student_aals", "teacher")]["auroc fracture"]
+    draws = np.random.default_rng(5)
+    direct = []
+    for _ in range(300):
+        index = draws.integers(0, 40, 40)
+        direct.append(auroc("student_aals")(index) - auroc("teacher")(index))
+    direct = np.array(direct)
+    low, high = np.percentile(direct[np.isfinite(direct)], [2.5, 97.5])
+    assert interval.estimate == pytest.approx(auroc("student_aals")(np.arange(40)) - auroc("teacher")(np.arange(40)))
+    assert (interval.low, interval.high) == pytest.approx((low, high))
+    # a model compared with an identical copy differs by exactly 0 on every resample
+    scores["teacher"] = scores["student_aals"]
+    same = paired_differences(scores, settings)[("student_aals", "teacher")]["auroc fracture"]
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
