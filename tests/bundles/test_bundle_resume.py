@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from cxrkd_monai.data.phantom import generate_phantom_dataset
+from tests.bundles.test_aals_bundle import FAST as FRACTURE_FAST  # tiny detector; each run sets its own epochs
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +31,6 @@ FRACTURE = BUNDLES / "cxr_aals_fracture_detection"
 EPOCHS = 4
 CHECKPOINT_EPOCH = re.compile(r"_checkpoint_epoch=(\d+)\.pt$")
 RUN_TIMEOUT_S = 600
-FRACTURE_FAST = {
-    "image_size": [64, 64],
-    "batch_size": 4,
-    "num_workers": 0,
-    "layers": [1, 1, 1, 1],
-    "block_inplanes": [8, 16, 32, 64],
-    "fpn_channels": 8,
-    "pretrained": False,
-}
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,13 @@ from monai.bundle import ConfigParser
 from monai.data import load_net_with_metadata
 
 from cxrkd_monai.deploy.trained_bundle import check_exported_bundle, export_trained_bundle, merge_config_overrides
+from tests.engines.test_onnx_backend import TINY
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"
 FRACTURE = BUNDLES / "cxr_aals_fracture_detection"
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Fracture"]
-TINY_ENCODER = {
-    "network_def#image_encoder": {
-        "_target_": "DenseNet",
-        "spatial_dims": 2,
-        "in_channels": 1,
-        "out_channels": 16,
-        "init_features": 8,
-        "growth_rate": 8,
-        "block_config": [2, 2],
-    },
-    "network_def#image_feature_dim": 16,
-}
+TINY_ENCODER = {key: value for key, value in TINY["cxr_vkd_classification"].items() if key.startswith("network_def")}
 VKD_RUN = {"class_names": CLASSES, "image_size": [32, 32], "latent_dim": 8, "pretrained": False, **TINY_ENCODER}
 FRACTURE_RUN = {"image_size": [64, 64], "layers": [1, 1, 1, 1], "block_inplanes": [8, 16, 32, 64], "fpn_channels": 8}
 
