@@ -1,0 +1,570 @@
+"""A persistent cache of the deterministic preprocessing (decode + letterbox), the bundles' default data path.
+
+A chest radiograph decodes at tens per second per core (a 3000 x 2500 DICOM or JPEG), far below what one GPU
+consumes, and holding a whole archive in RAM as float32 (``CacheDataset``) needs about 200 KB an image at 224 px:
+75 GB for MIMIC-CXR. Here each source image goes through the bundle's own loaders (``LoadCXRd``,
+``EncodeFractureAnnotationsd``, ``Letterboxd``) once, and the result is stored on disk
+(:class:`~cxrkd_monai.data.preprocessed_store.PreprocessedStore`); every epoch reads it back and runs only the
+random augmentation. In a bundle config the cached step replaces the loaders in the chain::
+
+    "cached_loaders": {"_target_": "cxrkd_monai.data.CachedPreprocessingd",
+                       "transforms": "@preprocessing_loaders", "cache_dir": "@cache_dir"},
+    "train#preprocessing#transforms": "$[...validation...] + [@cached_loaders] + @train#augmentation",
+    "train#dataset": {"_target_": "cxrkd_monai.data.PreprocessedCacheDataset", "data": ...,
+                      "transform": "@train#preprocessing", "cache_rate": 0.0, "num_workers": 4}
+
+Keys. An entry's key is a digest of (a) the settings: a pickle of the wrapped transforms (so ``image_size``,
+loader options, class names, ...) and the record format version; (b) the content of each source file; (c) the
+item's ``item_keys`` values (e.g. a fracture item's boxes, points, labels and subset, which the wrapped chain
+reads). The wrapped chain is given only the source keys and ``item_keys``, so nothing else can influence a
+record unseen. A source's content digest is memoised by ``(absolute path, size, mtime_ns)``: a start-up costs
+one ``stat`` per file, a rewritten file (new size or mtime) is hashed again and rebuilt only when its bytes
+changed, and a data set that is moved or copied keeps its entries (the content, not the path, is the key; the
+decoded image's ``filename_or_obj`` is set to the requesting item's path). The one change this misses is an
+in-place rewrite that keeps both size and mtime to the nanosecond; ``build_preprocessed_cache(rehash=True)``
+(``cxrkd cache --rehash True``) hashes every file again.
+
+Stored form of an image (``keys``). The in-memory path delivers float32 in ``[0, 1]``; after the area resize of
+``Letterboxd`` the values are means of ``k / 255`` (8-bit sources) or ``k / 65535`` and are not on any 8-bit
+grid. Each image is therefore stored as
+
+- ``uint8`` (``round(255 v)``) when that reproduces the float32 values bit for bit (an 8-bit source that is only
+  padded, not resampled);
+- otherwise ``uint16`` (``round(65535 v)``), read back as ``q / 65535`` in float32: at most ``1 / 131070``
+  (7.6e-6) from the in-memory value, 1/256 of an 8-bit step. ``uint8`` here would be off by up to ``1 / 510``
+  (2e-3), which changes the training losses in the third digit (see ``docs/data_cache.md``);
+- ``float32`` when a value lies outside ``[0, 1]`` (a chain that normalises differently), losslessly.
+
+At 224 px a ``uint16`` record is 100 KB (half of float32). Everything else the chain returns (``geometry``,
+encoded boxes and points, labels, the image's meta and traced operations) is stored exactly. Records are
+pickles: the cache folder is trusted like a checkpoint folder (as with MONAI's ``PersistentDataset``).
+
+The cache is filled by :func:`build_preprocessed_cache` (parallel processes, resumable: each finished shard is
+committed atomically, so a killed build loses at most the shards in flight) which
+:class:`PreprocessedCacheDataset` runs when it is built, shared by DDP ranks (each rank builds its share, then
+all meet at a barrier). An entry that is missing or fails its checksum when read is rebuilt on the spot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import Compose, MapTransform, Randomizable
+from monai.utils import TraceKeys, ensure_tuple
+from tqdm import tqdm
+
+from cxrkd_monai.data.dataset import ItemNamingCacheDataset
+from cxrkd_monai.data.preprocessed_store import (
+    FORMAT_VERSION,
+    PreprocessedStore,
+    digest,
+    file_content_digest,
+    file_fingerprint,
+)
+
+__all__ = [
+    "CacheBuildReport",
+    "CachedPreprocessingd",
+    "PreprocessedCacheDataset",
+    "build_preprocessed_cache",
+    "find_cached_step",
+]
+
+logger = logging.getLogger(__name__)
+
+SHARD_SIZE = 256
+"""Most records a build worker commits at once; a killed build redoes at most one shard per worker."""
+
+UINT8_LEVELS, UINT16_LEVELS = 255, 65535
+
+
+class CachedPreprocessingd(MapTransform):
+    """Run a deterministic chain of transforms once per source file and keep its output on disk.
+
+    ``CachedPreprocessingd(transforms)(item)`` equals ``Compose(transforms)(item)`` (the image within the
+    storage rule of the module docstring; everything else exactly), and from the second call on a source file
+    it reads the stored output instead of running ``transforms``.
+
+    Args:
+        transforms: the deterministic chain, e.g. ``[LoadCXRd("image"), Letterboxd("image", (224, 224))]``.
+            It must not hold random transforms.
+        cache_dir: the cache folder (shared by settings, bundles and processes).
+        keys: the item keys holding source file paths; their loaded images are the stored arrays.
+        item_keys: the other item keys the chain reads (e.g. ``boxes``, ``points``, ``image_label``,
+            ``subset`` for ``EncodeFractureAnnotationsd``). Their values are part of the entry's key, and they
+            are the only other keys the chain is given.
+        write_missing: store what is computed for a missing or corrupt entry (False for a read-only cache).
+
+    Input: an item whose ``keys`` are paths. Output: the item updated with the chain's output, e.g. ``image``
+    ``(1, W, H)`` float32 MetaTensor and ``geometry`` ``(4, 2)`` int64 for the letterbox chain.
+
+    Example::
+
+        cached = CachedPreprocessingd([LoadCXRd("image"), Letterboxd("image", (224, 224))], "cache")
+        item = cached({"image": "p0001.dcm", "label": [0, 1]})   # decodes and stores; later calls read
+    """
+
+    def __init__(
+        self,
+        transforms: Sequence[Callable] | Callable,
+        cache_dir: str | os.PathLike,
+        keys: KeysCollection = "image",
+        item_keys: KeysCollection = (),
+        write_missing: bool = True,
+    ) -> None:
+        super().__init__(keys)
+        self.transforms = list(transforms.transforms if isinstance(transforms, Compose) else ensure_tuple(transforms))
+        for transform in self.transforms:
+            if isinstance(transform, Randomizable):
+                raise ValueError(
+                    f"CachedPreprocessingd: {type(transform).__name__} is random; only deterministic transforms "
+                    "can be cached (put the random ones after the cached step)."
+                )
+        self.chain = Compose(self.transforms)
+        self.item_keys = tuple(ensure_tuple(item_keys))
+        self.write_missing = write_missing
+        self.cache_dir = Path(cache_dir)
+        settings = digest(
+            f"format {FORMAT_VERSION}".encode(),
+            pickle.dumps((self.transforms, tuple(self.keys), self.item_keys), protocol=4),
+        )
+        self.store = PreprocessedStore(self.cache_dir, settings)
+        self.rebuilt_count = 0
+
+    def source_paths(self, data: Mapping[Hashable, Any]) -> list[str]:
+        """The source file path under each of ``keys``, as given."""
+        paths = []
+        for key in self.key_iterator(data):
+            value = data[key]
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"CachedPreprocessingd: '{key}' must be a file path, got {type(value).__name__}.")
+            paths.append(os.fspath(value))
+        return paths
+
+    def entry_key(self, data: Mapping[Hashable, Any], content_digests: Sequence[bytes] | None = None) -> bytes:
+        """The entry key of ``data`` (see the module docstring). ``content_digests`` of the source files may be
+        given; otherwise they come from the memo or are hashed. Raises ``OSError`` for an unreadable source."""
+        if content_digests is None:
+            content_digests = [self.store.content_digest(path) for path in self.source_paths(data)]
+        fields = {str(key): data.get(key) for key in self.item_keys if key in data}
+        encoded_fields = json.dumps(fields, sort_keys=True, default=_plain).encode()
+        return digest(self.store.settings_digest, *content_digests, encoded_fields)
+
+    def inputs(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """What the chain is given: the source keys and ``item_keys`` of ``data``."""
+        return {key: data[key] for key in (*self.keys, *self.item_keys) if key in data}
+
+    def compute(self, data: Mapping[Hashable, Any]) -> bytes:
+        """Run the chain on ``data``'s inputs and encode the result as a record."""
+        return encode_record(self.chain(self.inputs(data)), self.keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        sources = self.source_paths(d)
+        try:
+            key = self.entry_key(d)
+        except OSError:  # an unreadable or missing source: the chain raises the loader's own error
+            key = None
+        payload = self.store.read(key) if key is not None else None
+        if payload is None:
+            payload = self.compute(d)
+            if key is not None and self.write_missing:
+                self.store.write_shard([(key, payload)])
+                self.rebuilt_count += 1
+                logger.info(
+                    "Preprocessed cache: built the entry of %s on read (%d in this process).",
+                    sources, self.rebuilt_count,
+                )  # fmt: skip
+        d.update(decode_record(payload, dict(zip(self.keys, sources))))
+        return d
+
+
+def find_cached_step(transform: Callable | Sequence[Callable]) -> tuple[list[Callable], CachedPreprocessingd]:
+    """The transforms before the one :class:`CachedPreprocessingd` in ``transform`` (a ``Compose``, nested or
+    not, or a list), and that step. Raises ``ValueError`` when there is not exactly one, or when a transform
+    before it is random (the cache would freeze its draws)."""
+    flat: list[Callable] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, Compose):
+            for child in node.transforms:
+                visit(child)
+        elif isinstance(node, (list, tuple)):
+            for child in node:
+                visit(child)
+        else:
+            flat.append(node)
+
+    visit(transform)
+    positions = [i for i, step in enumerate(flat) if isinstance(step, CachedPreprocessingd)]
+    if len(positions) != 1:
+        raise ValueError(f"The transform chain must hold exactly one CachedPreprocessingd, found {len(positions)}.")
+    before = flat[: positions[0]]
+    random = [type(step).__name__ for step in before if isinstance(step, Randomizable)]
+    if random:
+        raise ValueError(f"Random transforms {random} come before CachedPreprocessingd; move them after it.")
+    return before, flat[positions[0]]
+
+
+@dataclass
+class CacheBuildReport:
+    """What :func:`build_preprocessed_cache` did for one datalist.
+
+    Attributes:
+        items: datalist items looked at (this rank's share under DDP).
+        entries: distinct entries those items need.
+        built: entries computed and stored by this call.
+        reused: entries already present.
+        hashed: source files whose content was hashed (not found in the fingerprint memo).
+        rebuilt_corrupt: entries present but failing their checksum, rebuilt (``verify=True`` only).
+        failed: ``(datalist index, reason)`` of items that could not be preprocessed; they are left to the
+            loader, which raises the same error naming the item when it is used.
+    """
+
+    items: int = 0
+    entries: int = 0
+    built: int = 0
+    reused: int = 0
+    hashed: int = 0
+    rebuilt_corrupt: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def build_preprocessed_cache(
+    data: Sequence[Mapping[Hashable, Any]],
+    transform: Callable | Sequence[Callable],
+    num_workers: int = 0,
+    progress: bool = True,
+    verify: bool = False,
+    rehash: bool = False,
+    distributed: bool = True,
+) -> CacheBuildReport:
+    """Fill the cache of the :class:`CachedPreprocessingd` step in ``transform`` for every item of ``data``.
+
+    The transforms before the cached step run first (they must be deterministic, e.g. item validation). Under
+    ``torch.distributed`` (and ``distributed``) rank ``r`` of ``R`` builds items ``r, r + R, ...`` and all ranks
+    then wait at a barrier, so each entry is built once and every rank reads the same cache.
+
+    Args:
+        data: datalist items (``image``: a path).
+        transform: the per-item chain holding one :class:`CachedPreprocessingd`, or that step alone.
+        num_workers: build processes (spawned); 0 or 1 builds in this process.
+        progress: show tqdm progress bars (hashing, building).
+        verify: read every present entry and rebuild those failing their checksum.
+        rehash: hash every source file again instead of trusting the ``(path, size, mtime_ns)`` memo.
+        distributed: split the work across the ranks of an initialised process group.
+
+    Returns:
+        a :class:`CacheBuildReport`; failed items are also logged (count and the first reasons).
+    """
+    before, cached = find_cached_step(transform)
+    rank, world = _rank_and_world() if distributed else (0, 1)
+    indices = list(range(rank, len(data), world))
+    report = CacheBuildReport(items=len(indices))
+    store = cached.store
+    store.refresh()
+    removed = store.remove_orphans()
+    if removed:
+        logger.info("Preprocessed cache: removed %d file(s) left by interrupted builds.", removed)
+
+    prepared: dict[int, dict] = {}
+    for index in indices:
+        try:
+            item = dict(data[index])
+            for step in before:
+                item = step(item)
+            cached.source_paths(item)
+            prepared[index] = cached.inputs(item)
+        except Exception as error:  # reported, and raised again by the loader when the item is used
+            report.failed.append((index, f"{type(error).__name__}: {error}"))
+    content = _content_digests(prepared, cached, store, num_workers, progress and rank == 0, rehash, report)
+    keys: dict[bytes, int] = {}
+    for index, item in prepared.items():
+        if index in content:
+            keys.setdefault(cached.entry_key(item, content[index]), index)
+    report.entries = len(keys)
+    missing = store.missing(list(keys))
+    to_build = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing) if absent]
+    if verify:
+        corrupt = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing)
+                   if not absent and store.read(key) is None]  # fmt: skip
+        report.rebuilt_corrupt = len(corrupt)
+        to_build += corrupt
+    report.reused = report.entries - len(to_build)
+    report.built, failures = _build(to_build, cached, num_workers, progress and rank == 0)
+    report.failed += failures
+    if report.failed:
+        first = "; ".join(f"item {index}: {reason}" for index, reason in report.failed[:3])
+        logger.warning(
+            "Preprocessed cache: %d item(s) could not be preprocessed and are left to the loader (%s).",
+            len(report.failed), first,
+        )  # fmt: skip
+    if world > 1:
+        torch.distributed.barrier()
+    store.refresh()
+    return report
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _content_digests(
+    prepared: Mapping[int, dict],
+    cached: CachedPreprocessingd,
+    store: PreprocessedStore,
+    num_workers: int,
+    progress: bool,
+    rehash: bool,
+    report: CacheBuildReport,
+) -> dict[int, list[bytes]]:
+    """Content digests of each item's sources: memoised ones looked up, the others hashed (in parallel) and
+    added to the memo. Items whose source cannot be read are left out (the loader reports them)."""
+    fingerprints: dict[str, bytes | None] = {}
+    for item in prepared.values():
+        for path in cached.source_paths(item):
+            if path not in fingerprints:
+                try:
+                    fingerprints[path] = file_fingerprint(path)
+                except OSError:
+                    fingerprints[path] = None
+    digests: dict[str, bytes] = {}
+    to_hash = []
+    for path, fingerprint in fingerprints.items():
+        known = None if rehash or fingerprint is None else store.memo_lookup(fingerprint)
+        if known is not None:
+            digests[path] = known
+        elif fingerprint is not None:
+            to_hash.append(path)
+    hashed = _parallel_map(_hash_file, to_hash, num_workers, progress, "Hashing sources")
+    for path, value in zip(to_hash, hashed):
+        if value is not None:
+            digests[path] = value
+    report.hashed = sum(value is not None for value in hashed)
+    store.remember([(fingerprints[path], digests[path]) for path in to_hash if path in digests])
+    result = {}
+    for index, item in prepared.items():
+        paths = cached.source_paths(item)
+        if all(path in digests for path in paths):
+            result[index] = [digests[path] for path in paths]
+    return result
+
+
+def _hash_file(path: str) -> bytes | None:
+    try:
+        return file_content_digest(path)
+    except OSError:
+        return None
+
+
+def _build(
+    work: Sequence[tuple[int, bytes, dict]], cached: CachedPreprocessingd, num_workers: int, progress: bool
+) -> tuple[int, list[tuple[int, str]]]:
+    """Compute and store ``work`` (datalist index, entry key, chain inputs) in shards of at most
+    :data:`SHARD_SIZE`, over ``num_workers`` processes."""
+    if not work:
+        return 0, []
+    processes = max(1, min(num_workers, len(work)))
+    shard_size = max(1, min(SHARD_SIZE, math.ceil(len(work) / processes)))
+    shards = [list(work[start : start + shard_size]) for start in range(0, len(work), shard_size)]
+    built, failures = 0, []
+    with tqdm(total=len(work), desc="Preprocessed cache", unit="image", disable=not progress) as bar:
+        if processes == 1:
+            results = (_build_shard(cached, shard) for shard in shards)
+            for count, shard_failures, done in results:
+                built, failures = built + count, failures + shard_failures
+                bar.update(done)
+        else:
+            with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_build_shard, cached, shard) for shard in shards]
+                for future in as_completed(futures):
+                    count, shard_failures, done = future.result()
+                    built, failures = built + count, failures + shard_failures
+                    bar.update(done)
+    return built, failures
+
+
+def _build_shard(cached: CachedPreprocessingd, shard: Sequence[tuple[int, bytes, dict]]) -> tuple[int, list, int]:
+    """Compute one shard's records and commit them; returns (records written, failures, items processed)."""
+    records, failures = [], []
+    for index, key, item in shard:
+        try:
+            records.append((key, cached.compute(item)))
+        except Exception as error:
+            failures.append((index, f"{type(error).__name__}: {error}"))
+    return cached.store.write_shard(records), failures, len(shard)
+
+
+def _parallel_map(function: Callable, values: Sequence, num_workers: int, progress: bool, desc: str) -> list:
+    if len(values) < 2 or num_workers <= 1:
+        return [function(value) for value in tqdm(values, desc=desc, disable=not progress or not values)]
+    with ProcessPoolExecutor(min(num_workers, len(values)), mp_context=get_context("spawn")) as pool:
+        chunksize = max(1, len(values) // (8 * num_workers))
+        return list(tqdm(pool.map(function, values, chunksize=chunksize), total=len(values), desc=desc,
+                         disable=not progress))  # fmt: skip
+
+
+class PreprocessedCacheDataset(ItemNamingCacheDataset):
+    """The bundles' dataset: the disk cache of :class:`CachedPreprocessingd` filled at construction, then an
+    :class:`~cxrkd_monai.data.dataset.ItemNamingCacheDataset` (MONAI's ``CacheDataset``) over it.
+
+    With ``cache_rate=0`` (the default) each item is read from the disk cache at every access and only the
+    transforms after the cached step (the random augmentation) run: memory does not grow with the data set.
+    ``cache_rate > 0`` also keeps that fraction of the items' deterministic output in RAM, as before, which
+    suits small sets.
+
+    Args:
+        data: datalist items.
+        transform: the per-item chain holding one :class:`CachedPreprocessingd`.
+        cache_rate: fraction of items also cached in RAM (``CacheDataset``).
+        num_workers: threads for the RAM cache and, unless ``build_workers`` is given, build processes.
+        build_workers: processes that fill the disk cache (0 or 1: in this process).
+        progress: show the build's progress bars (rank 0 only).
+        kwargs: passed to :class:`~monai.data.CacheDataset`.
+
+    Attributes:
+        build_report: the :class:`CacheBuildReport` of the construction.
+
+    Example::
+
+        dataset = PreprocessedCacheDataset(items, Compose([cached, RandFlipd("image", prob=0.5)]))
+        dataset[0]["image"].shape   # (1, 224, 224)
+    """
+
+    def __init__(
+        self,
+        data: Sequence[Mapping[Hashable, Any]],
+        transform: Callable | Sequence[Callable],
+        cache_rate: float = 0.0,
+        num_workers: int | None = 1,
+        build_workers: int | None = None,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        workers = build_workers if build_workers is not None else (num_workers or 0)
+        self.build_report = build_preprocessed_cache(data, transform, num_workers=workers, progress=progress)
+        super().__init__(data, transform, cache_rate=cache_rate, num_workers=num_workers, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------- record encoding
+def quantise_image(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(stored array, levels)`` for a float32 image by the module's storage rule; ``levels`` 0 means float32.
+
+    ``levels`` is 255 (uint8, only when exact), 65535 (uint16, within ``0.5 / 65535``) or 0 (float32 kept).
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.size == 0 or not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+        return image, 0
+    as_uint8 = np.rint(image.astype(np.float64) * UINT8_LEVELS).astype(np.uint8)
+    if np.array_equal(dequantise_image(as_uint8, UINT8_LEVELS), image):
+        return as_uint8, UINT8_LEVELS
+    return np.rint(image.astype(np.float64) * UINT16_LEVELS).astype(np.uint16), UINT16_LEVELS
+
+
+def dequantise_image(stored: np.ndarray, levels: int) -> np.ndarray:
+    """The image of :func:`quantise_image`'s output: float32 ``stored / levels``, or ``stored`` itself (levels 0)."""
+    if levels == 0:
+        return stored
+    return stored.astype(np.float32) / np.float32(levels)
+
+
+@dataclass
+class _StoredImage:
+    array: np.ndarray
+    levels: int
+    meta: dict | None
+    applied_operations: list | None
+
+
+@dataclass
+class _StoredTensor:
+    array: np.ndarray
+
+
+def encode_record(output: Mapping[Hashable, Any], image_keys: Sequence[Hashable]) -> bytes:
+    """Pickle the chain's ``output``; images under ``image_keys`` are quantised, tensors stored as arrays,
+    and the traced-operation ids replaced by MONAI's ``TraceKeys.NONE`` (ids differ between processes)."""
+    encoded = {}
+    for key, value in output.items():
+        if key in image_keys and isinstance(value, torch.Tensor):
+            array = value.detach().cpu().numpy()
+            array, levels = quantise_image(array) if value.dtype == torch.float32 else (array.copy(), 0)
+            meta = _encode_value(dict(value.meta)) if isinstance(value, MetaTensor) else None
+            operations = _encode_value(_anonymous(value.applied_operations)) if isinstance(value, MetaTensor) else None
+            encoded[key] = _StoredImage(array, levels, meta, operations)
+        else:
+            encoded[key] = _encode_value(value)
+    return pickle.dumps(encoded, protocol=5)
+
+
+def decode_record(payload: bytes, sources: Mapping[Hashable, str]) -> dict[Hashable, Any]:
+    """Inverse of :func:`encode_record`; each image's ``filename_or_obj`` becomes ``str(Path(sources[key]))``,
+    as the loader records it for the path it is given."""
+    decoded = {}
+    for key, value in pickle.loads(payload).items():
+        if isinstance(value, _StoredImage):
+            tensor = torch.from_numpy(dequantise_image(value.array, value.levels))
+            if value.meta is None:
+                decoded[key] = tensor
+                continue
+            meta = _decode_value(value.meta)
+            if key in sources and "filename_or_obj" in meta:
+                meta["filename_or_obj"] = str(Path(sources[key]))
+            decoded[key] = MetaTensor(tensor, meta=meta, applied_operations=_decode_value(value.applied_operations))
+        else:
+            decoded[key] = _decode_value(value)
+    return decoded
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of an item value that ``json`` does not know (arrays and tensors as nested lists)."""
+    return value.tolist() if hasattr(value, "tolist") else repr(value)
+
+
+def _anonymous(operations: Any) -> Any:
+    if isinstance(operations, list):
+        return [_anonymous(operation) for operation in operations]
+    if isinstance(operations, dict):
+        anonymous = {key: _anonymous(value) for key, value in operations.items()}
+        if TraceKeys.ID in anonymous:
+            anonymous[TraceKeys.ID] = TraceKeys.NONE
+        return anonymous
+    return operations
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, MetaTensor):
+        value = value.as_tensor()
+    if isinstance(value, torch.Tensor):
+        return _StoredTensor(value.detach().cpu().numpy().copy())
+    if isinstance(value, dict):
+        return {key: _encode_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_encode_value(item) for item in value)
+    return value
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, _StoredTensor):
+        return torch.from_numpy(value.array.copy())
+    if isinstance(value, dict):
+        return {key: _decode_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode_value(item) for item in value)
+    return value
