@@ -1,0 +1,149 @@
+"""Fits the calibration of the best model on the validation split and stores it beside the model's checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import from_engine
+from monai.utils import evenly_divisible_all_gather
+
+from cxrkd_monai.metrics.operating_points import select_operating_points
+from cxrkd_monai.metrics.temperature_scaling import fit_temperature
+from cxrkd_monai.transforms.calibration import Calibration, temperature_scale
+from cxrkd_monai.utils.atomic_files import write_text_atomically
+from cxrkd_monai.utils.distributed import is_rank0
+
+__all__ = ["CalibrationFitter", "fit_calibration"]
+
+logger = logging.getLogger(__name__)
+
+
+def fit_calibration(
+    probabilities: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor | None,
+    class_names: Sequence[str],
+    sensitivity_target: float = 0.9,
+    ppv_target: float = 0.5,
+    source: str = "validation",
+) -> Calibration:
+    """Per-class temperatures (:func:`~cxrkd_monai.metrics.fit_temperature`), then every operating point
+    (:func:`~cxrkd_monai.metrics.select_operating_points`) on the calibrated probabilities of the same images.
+
+    Args:
+        probabilities: ``(N, C)`` uncalibrated probabilities.
+        labels: binary ``(N, C)``.
+        mask: ``(N, C)``, 1 where the label is observed, or ``None``.
+        class_names: the ``C`` classes.
+        sensitivity_target, ppv_target: targets of the ``"sensitivity"`` and ``"ppv"`` operating points.
+        source: what the images are (``"validation"``, a datalist path), recorded in ``fitted_on``.
+    """
+    probabilities = torch.as_tensor(probabilities, dtype=torch.float64)
+    fit = fit_temperature(probabilities, labels, mask)
+    calibrated = temperature_scale(probabilities, torch.from_numpy(fit.temperature))
+    points = select_operating_points(calibrated, labels, mask, class_names, sensitivity_target, ppv_target)
+    return Calibration(
+        class_names=list(class_names),
+        temperature=[float(t) for t in fit.temperature],
+        operating_points={
+            rule: {name: None if point is None else point.as_dict() for name, point in per_class.items()}
+            for rule, per_class in points.items()
+        },
+        sensitivity_target=float(sensitivity_target),
+        ppv_target=float(ppv_target),
+        fitted_on={
+            "source": source,
+            "num_images": int(probabilities.shape[0]),
+            "nll_uncalibrated": {name: float(v) for name, v in zip(class_names, fit.nll_before)},
+            "nll_calibrated": {name: float(v) for name, v in zip(class_names, fit.nll_after)},
+        },
+    )
+
+
+class CalibrationFitter:
+    """After each validation that sets a new best key metric, fits :func:`fit_calibration` on its predictions.
+
+    The best-model saver writes ``model.pt`` on the same validations, so ``calibration.json`` always belongs to the
+    weights beside it: at the end of training, to the best model, fitted on the validation split. Attach it to the
+    validation evaluator (its ``_compare_metrics``, registered with the key metric, has already updated
+    ``best_metric_epoch`` when this handler runs). Predictions of every process are gathered; rank 0 writes.
+
+    Args:
+        class_names: the ``C`` classes.
+        output_file: ``calibration.json`` beside the best model
+            (:func:`~cxrkd_monai.transforms.calibration_file_beside`).
+        sensitivity_target, ppv_target: targets of the ``"sensitivity"`` and ``"ppv"`` operating points.
+        output_transform: ``engine.state.output`` -> ``(probabilities, labels)``, uncalibrated ``(C,)`` per item.
+        mask_transform: ``engine.state.batch`` -> label masks, ``None`` when every label is observed.
+
+    Example (bundle JSON, in ``validate#handlers``)::
+
+        {"_target_": "cxrkd_monai.handlers.CalibrationFitter", "class_names": "@class_names",
+         "output_file": "$cxrkd_monai.transforms.calibration_file_beside(@ckpt_dir + '/model.pt')",
+         "sensitivity_target": "@sensitivity_target", "ppv_target": "@ppv_target"}
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        output_file: str | Path,
+        sensitivity_target: float = 0.9,
+        ppv_target: float = 0.5,
+        output_transform: Callable = from_engine(["pred_prob", "label"]),
+        mask_transform: Callable | None = from_engine(["label_mask"]),
+    ) -> None:
+        self.class_names = list(class_names)
+        self.output_file = Path(output_file)
+        self.sensitivity_target, self.ppv_target = float(sensitivity_target), float(ppv_target)
+        self.output_transform, self.mask_transform = output_transform, mask_transform
+        self.calibration: Calibration | None = None
+        self._batches: list[tuple[torch.Tensor, ...]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._fit_if_best)
+
+    def _reset(self, engine: Engine) -> None:
+        self._batches = []
+
+    def _collect(self, engine: Engine) -> None:
+        if engine.state.output is None:
+            return
+        probabilities, labels = self.output_transform(engine.state.output)
+        batch = [_stacked(probabilities), _stacked(labels)]
+        if self.mask_transform is not None:
+            batch.append(_stacked(self.mask_transform(engine.state.batch)))
+        self._batches.append(tuple(batch))
+
+    def _fit_if_best(self, engine: Engine) -> None:
+        if getattr(engine.state, "best_metric_epoch", None) != engine.state.epoch or not self._batches:
+            return
+        gathered = [evenly_divisible_all_gather(torch.cat(part), concat=True) for part in zip(*self._batches)]
+        if not is_rank0():
+            return
+        probabilities, labels, *mask = (part.cpu() for part in gathered)
+        self.calibration = fit_calibration(
+            probabilities, labels, mask[0] if mask else None, self.class_names, self.sensitivity_target,
+            self.ppv_target,
+        )  # fmt: skip
+        write_text_atomically(self.output_file, self.calibration.to_json())
+        nll = self.calibration.fitted_on
+        logger.info(
+            "Calibration of the best model (epoch %d) on %d validation images: mean NLL %.4f -> %.4f; wrote %s",
+            engine.state.epoch, nll["num_images"], np.nanmean(list(nll["nll_uncalibrated"].values())),
+            np.nanmean(list(nll["nll_calibrated"].values())), self.output_file,
+        )  # fmt: skip
+
+
+def _stacked(values: Any) -> torch.Tensor:
+    """A ``(B, C)`` float tensor from a batch tensor or a decollated list of ``(C,)`` tensors."""
+    if isinstance(values, (list, tuple)):
+        return torch.stack([torch.as_tensor(v) for v in values]).double()
+    return torch.as_tensor(values).double()
