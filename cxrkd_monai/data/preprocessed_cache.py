@@ -55,7 +55,7 @@ import pickle
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,8 @@ def build_preprocessed_cache(
     Args:
         data: datalist items (``image``: a path).
         transform: the per-item chain holding one :class:`CachedPreprocessingd`, or that step alone.
-        num_workers: build processes (spawned); 0 or 1 builds in this process.
+        num_workers: build processes (the platform's default start method, as for DataLoader workers); 0 or 1
+            builds in this process.
         progress: show tqdm progress bars (hashing, building).
         verify: read every present entry and rebuild those failing their checksum.
         rehash: hash every source file again instead of trusting the ``(path, size, mtime_ns)`` memo.
@@ -290,22 +291,24 @@ def build_preprocessed_cache(
             cached.source_paths(item)
             prepared[index] = cached.inputs(item)
         except Exception as error:  # reported, and raised again by the loader when the item is used
-            report.failed.append((index, f"{type(error).__name__}: {error}"))
-    content = _content_digests(prepared, cached, store, num_workers, progress and rank == 0, rehash, report)
-    keys: dict[bytes, int] = {}
-    for index, item in prepared.items():
-        if index in content:
-            keys.setdefault(cached.entry_key(item, content[index]), index)
-    report.entries = len(keys)
-    missing = store.missing(list(keys))
-    to_build = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing) if absent]
-    if verify:
-        corrupt = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing)
-                   if not absent and store.read(key) is None]  # fmt: skip
-        report.rebuilt_corrupt = len(corrupt)
-        to_build += corrupt
-    report.reused = report.entries - len(to_build)
-    report.built, failures = _build(to_build, cached, num_workers, progress and rank == 0)
+            report.failed.append((index, _reason(error)))
+    with _WorkerPool(num_workers) as pool:
+        content = _content_digests(prepared, cached, pool, progress and rank == 0, rehash, report)
+        keys: dict[bytes, int] = {}
+        for index, item in prepared.items():
+            if index in content:
+                keys.setdefault(cached.entry_key(item, content[index]), index)
+        report.entries = len(keys)
+        missing = store.missing(list(keys))
+        to_build = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing) if absent]
+        if verify:
+            corrupt = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing)
+                       if not absent and store.read(key) is None]  # fmt: skip
+            report.rebuilt_corrupt = len(corrupt)
+            to_build += corrupt
+        report.reused = report.entries - len(to_build)
+        built, failures = _build(to_build, cached, pool, progress and rank == 0)
+    report.built = built
     report.failed += failures
     if report.failed:
         first = "; ".join(f"item {index}: {reason}" for index, reason in report.failed[:3])
@@ -328,14 +331,14 @@ def _rank_and_world() -> tuple[int, int]:
 def _content_digests(
     prepared: Mapping[int, dict],
     cached: CachedPreprocessingd,
-    store: PreprocessedStore,
-    num_workers: int,
+    pool: _WorkerPool,
     progress: bool,
     rehash: bool,
     report: CacheBuildReport,
 ) -> dict[int, list[bytes]]:
     """Content digests of each item's sources: memoised ones looked up, the others hashed (in parallel) and
-    added to the memo. Items whose source cannot be read are left out (the loader reports them)."""
+    added to the memo. An item whose source cannot be read is reported failed and left to the loader."""
+    store = cached.store
     fingerprints: dict[str, bytes | None] = {}
     for item in prepared.values():
         for path in cached.source_paths(item):
@@ -352,7 +355,7 @@ def _content_digests(
             digests[path] = known
         elif fingerprint is not None:
             to_hash.append(path)
-    hashed = _parallel_map(_hash_file, to_hash, num_workers, progress, "Hashing sources")
+    hashed = pool.map(_hash_file, to_hash, progress, "Hashing sources")
     for path, value in zip(to_hash, hashed):
         if value is not None:
             digests[path] = value
@@ -361,7 +364,10 @@ def _content_digests(
     result = {}
     for index, item in prepared.items():
         paths = cached.source_paths(item)
-        if all(path in digests for path in paths):
+        unreadable = [path for path in paths if path not in digests]
+        if unreadable:
+            report.failed.append((index, f"source file {unreadable[0]!r} does not exist or cannot be read"))
+        else:
             result[index] = [digests[path] for path in paths]
     return result
 
@@ -373,31 +379,73 @@ def _hash_file(path: str) -> bytes | None:
         return None
 
 
+class _WorkerPool:
+    """Build processes, started on first use: the platform's default start method (fork on Linux, as for
+    PyTorch's DataLoader workers), one thread each. With ``num_workers`` 0 or 1 everything runs here."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+
+    def _processes(self, tasks: int) -> ProcessPoolExecutor | None:
+        if self.num_workers <= 1 or tasks <= 1:
+            return None
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.num_workers, initializer=torch.set_num_threads, initargs=(1,))
+        return self._executor
+
+    def map(self, function: Callable, values: Sequence, progress: bool, desc: str) -> list:
+        """``[function(v) for v in values]`` with a progress bar."""
+        executor = self._processes(len(values))
+        bar = tqdm(total=len(values), desc=desc, disable=not progress or not values)
+        with bar:
+            if executor is None:
+                results = []
+                for value in values:
+                    results.append(function(value))
+                    bar.update(1)
+                return results
+            chunksize = max(1, len(values) // (8 * self.num_workers))
+            results = []
+            for result in executor.map(function, values, chunksize=chunksize):
+                results.append(result)
+                bar.update(1)
+            return results
+
+    def run_shards(self, function: Callable, shards: Sequence[Sequence], progress: bool, desc: str) -> list:
+        """``function(shard)`` for each shard, in completion order; each returns ``(..., items done)``."""
+        executor = self._processes(len(shards))
+        results = []
+        with tqdm(total=sum(len(shard) for shard in shards), desc=desc, unit="image", disable=not progress) as bar:
+            if executor is None:
+                for shard in shards:
+                    results.append(function(shard))
+                    bar.update(results[-1][-1])
+            else:
+                for future in as_completed([executor.submit(function, shard) for shard in shards]):
+                    results.append(future.result())
+                    bar.update(results[-1][-1])
+        return results
+
+
 def _build(
-    work: Sequence[tuple[int, bytes, dict]], cached: CachedPreprocessingd, num_workers: int, progress: bool
+    work: Sequence[tuple[int, bytes, dict]], cached: CachedPreprocessingd, pool: _WorkerPool, progress: bool
 ) -> tuple[int, list[tuple[int, str]]]:
     """Compute and store ``work`` (datalist index, entry key, chain inputs) in shards of at most
-    :data:`SHARD_SIZE`, over ``num_workers`` processes."""
+    :data:`SHARD_SIZE`, spread over the pool's processes."""
     if not work:
         return 0, []
-    processes = max(1, min(num_workers, len(work)))
-    shard_size = max(1, min(SHARD_SIZE, math.ceil(len(work) / processes)))
+    shard_size = max(1, min(SHARD_SIZE, math.ceil(len(work) / max(1, pool.num_workers))))
     shards = [list(work[start : start + shard_size]) for start in range(0, len(work), shard_size)]
-    built, failures = 0, []
-    with tqdm(total=len(work), desc="Preprocessed cache", unit="image", disable=not progress) as bar:
-        if processes == 1:
-            results = (_build_shard(cached, shard) for shard in shards)
-            for count, shard_failures, done in results:
-                built, failures = built + count, failures + shard_failures
-                bar.update(done)
-        else:
-            with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_build_shard, cached, shard) for shard in shards]
-                for future in as_completed(futures):
-                    count, shard_failures, done = future.result()
-                    built, failures = built + count, failures + shard_failures
-                    bar.update(done)
-    return built, failures
+    results = pool.run_shards(partial(_build_shard, cached), shards, progress, "Preprocessed cache")
+    return sum(count for count, _, _ in results), [failure for _, failures, _ in results for failure in failures]
 
 
 def _build_shard(cached: CachedPreprocessingd, shard: Sequence[tuple[int, bytes, dict]]) -> tuple[int, list, int]:
@@ -407,17 +455,15 @@ def _build_shard(cached: CachedPreprocessingd, shard: Sequence[tuple[int, bytes,
         try:
             records.append((key, cached.compute(item)))
         except Exception as error:
-            failures.append((index, f"{type(error).__name__}: {error}"))
+            failures.append((index, _reason(error)))
     return cached.store.write_shard(records), failures, len(shard)
 
 
-def _parallel_map(function: Callable, values: Sequence, num_workers: int, progress: bool, desc: str) -> list:
-    if len(values) < 2 or num_workers <= 1:
-        return [function(value) for value in tqdm(values, desc=desc, disable=not progress or not values)]
-    with ProcessPoolExecutor(min(num_workers, len(values)), mp_context=get_context("spawn")) as pool:
-        chunksize = max(1, len(values) // (8 * num_workers))
-        return list(tqdm(pool.map(function, values, chunksize=chunksize), total=len(values), desc=desc,
-                         disable=not progress))  # fmt: skip
+def _reason(error: BaseException) -> str:
+    """``"<Type>: <message>"`` of the innermost cause (MONAI wraps transform errors in ``RuntimeError``)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {error}"
 
 
 class PreprocessedCacheDataset(ItemNamingCacheDataset):
