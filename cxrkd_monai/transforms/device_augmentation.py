@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import (
     Compose,
+    EnsureTyped,
     MapTransform,
     RandAffined,
     RandFlipd,
@@ -48,10 +49,11 @@ class BatchAugmentd(Randomizable):
           factors and offsets;
         - ``RandAffined`` with a ``grid_sample`` mode and padding and no output ``spatial_size``: the per-item
           affine matrices of MONAI's ``RandAffineGrid`` resample the transformed items in one ``grid_sample``,
-          on the same centred pixel grid and normalisation as MONAI's ``Resample``.
+          on the same centred pixel grid and normalisation as MONAI's ``Resample``;
+        - ``EnsureTyped``: one conversion of the whole batch.
 
-    Any other ``MapTransform`` (for instance ``EnsureTyped``) is applied item by item on the batch's device;
-    MONAI transforms accept device tensors. Keys a transform does not list pass through unchanged.
+    Any other ``MapTransform`` is applied item by item on the batch's device; MONAI transforms accept device
+    tensors. Keys a transform does not list pass through unchanged.
 
     Args:
         transforms: the per-item dictionary transforms, a sequence or a ``Compose`` (as the bundle's
@@ -77,7 +79,7 @@ class BatchAugmentd(Randomizable):
                     f"BatchAugmentd applies MONAI dictionary transforms, got {type(transform).__name__} "
                     f"({transform!r})."
                 )
-        self.set_random_state(seed=torch.initial_seed() if seed is None else seed)
+        self.set_random_state(seed=torch.initial_seed() % MAX_SEED if seed is None else seed)
 
     @property
     def keys(self) -> tuple[Hashable, ...]:
@@ -107,6 +109,9 @@ class BatchAugmentd(Randomizable):
                 _shift_intensity(transform, d, keys, size)
             elif isinstance(transform, RandAffined) and _affine_runs_batched(transform):
                 _affine(transform, d, keys, size)
+            elif isinstance(transform, EnsureTyped):
+                # a type conversion treats every element alike, so the whole batch converts at once
+                d.update(transform({key: d[key] for key in keys}))
             else:
                 _per_item(transform, d, keys, size)
         return d

@@ -114,6 +114,17 @@ def test_channel_wise_intensity_and_a_transform_without_a_batched_kernel():
     torch.testing.assert_close(output["image"], expected["image"], atol=AFFINE_ATOL, rtol=0)
 
 
+def test_unseeded_augmentation_follows_torch_seed_of_any_size():
+    batch = {"image": torch.arange(16.0).reshape(16, 1, 1, 1).expand(16, 1, 2, 2).clone()}
+    outputs = []
+    for _ in range(2):
+        with torch.random.fork_rng():
+            torch.manual_seed(2**64 - 5)  # torch seeds span 64 bits, NumPy's generators 32
+            augment = BatchAugmentd([RandScaleIntensityd(keys="image", factors=0.5, prob=0.5)])
+        outputs.append(augment(batch)["image"])
+    torch.testing.assert_close(outputs[0], outputs[1], atol=0, rtol=0)
+
+
 def test_keys_and_invalid_input_are_named():
     augment = BatchAugmentd(
         [RandFlipd(keys=["image", "target"], prob=0.5), RandScaleIntensityd(keys="image", factors=0.1)]
