@@ -530,17 +530,34 @@ def dequantise_image(stored: np.ndarray, levels: int) -> np.ndarray:
     return stored.astype(np.float32) / np.float32(levels)
 
 
-@dataclass
 class _StoredImage:
-    array: np.ndarray
-    levels: int
-    meta: dict | None
-    applied_operations: list | None
+    """An image as stored (array, quantisation levels, meta, traced operations); unpickled, it is the float32
+    (Meta)Tensor again, so that reading a record is one ``pickle.loads``."""
+
+    def __init__(self, array: np.ndarray, levels: int, meta: dict | None, applied_operations: list | None) -> None:
+        self.array, self.levels, self.meta, self.applied_operations = array, levels, meta, applied_operations
+
+    def __reduce__(self) -> tuple:
+        return _restore_image, (self.array, self.levels, self.meta, self.applied_operations)
 
 
-@dataclass
 class _StoredTensor:
-    array: np.ndarray
+    """A tensor stored as its numpy array; unpickled, it is the tensor again."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple:
+        return _restore_tensor, (self.array,)
+
+
+def _restore_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
+def _restore_image(array: np.ndarray, levels: int, meta: dict | None, operations: list | None) -> torch.Tensor:
+    tensor = _restore_tensor(dequantise_image(array, levels))
+    return tensor if meta is None else MetaTensor(tensor, meta=meta, applied_operations=operations)
 
 
 def encode_record(output: Mapping[Hashable, Any], image_keys: Sequence[Hashable]) -> bytes:
@@ -562,19 +579,11 @@ def encode_record(output: Mapping[Hashable, Any], image_keys: Sequence[Hashable]
 def decode_record(payload: bytes, sources: Mapping[Hashable, str]) -> dict[Hashable, Any]:
     """Inverse of :func:`encode_record`; each image's ``filename_or_obj`` becomes ``str(Path(sources[key]))``,
     as the loader records it for the path it is given."""
-    decoded = {}
-    for key, value in pickle.loads(payload).items():
-        if isinstance(value, _StoredImage):
-            tensor = torch.from_numpy(dequantise_image(value.array, value.levels))
-            if value.meta is None:
-                decoded[key] = tensor
-                continue
-            meta = _decode_value(value.meta)
-            if key in sources and "filename_or_obj" in meta:
-                meta["filename_or_obj"] = str(Path(sources[key]))
-            decoded[key] = MetaTensor(tensor, meta=meta, applied_operations=_decode_value(value.applied_operations))
-        else:
-            decoded[key] = _decode_value(value)
+    decoded = pickle.loads(payload)
+    for key, source in sources.items():
+        image = decoded.get(key)
+        if isinstance(image, MetaTensor) and "filename_or_obj" in image.meta:
+            image.meta["filename_or_obj"] = str(Path(source))
     return decoded
 
 
@@ -603,14 +612,4 @@ def _encode_value(value: Any) -> Any:
         return {key: _encode_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_encode_value(item) for item in value)
-    return value
-
-
-def _decode_value(value: Any) -> Any:
-    if isinstance(value, _StoredTensor):
-        return torch.from_numpy(value.array.copy())
-    if isinstance(value, dict):
-        return {key: _decode_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_decode_value(item) for item in value)
     return value
