@@ -193,10 +193,12 @@ class CachedPreprocessingd(MapTransform):
         return d
 
 
-def find_cached_step(transform: Callable | Sequence[Callable]) -> tuple[list[Callable], CachedPreprocessingd]:
-    """The transforms before the one :class:`CachedPreprocessingd` in ``transform`` (a ``Compose``, nested or
-    not, or a list), and that step. Raises ``ValueError`` when there is not exactly one, or when a transform
-    before it is random (the cache would freeze its draws)."""
+def find_cached_step(
+    transform: Callable | Sequence[Callable],
+) -> tuple[list[Callable], CachedPreprocessingd] | None:
+    """The transforms before the :class:`CachedPreprocessingd` in ``transform`` (a ``Compose``, nested or
+    not, or a list), and that step; None when there is none. Raises ``ValueError`` when there are several, or
+    when a transform before it is random (the cache would freeze its draws)."""
     flat: list[Callable] = []
 
     def visit(node: Any) -> None:
@@ -211,8 +213,10 @@ def find_cached_step(transform: Callable | Sequence[Callable]) -> tuple[list[Cal
 
     visit(transform)
     positions = [i for i, step in enumerate(flat) if isinstance(step, CachedPreprocessingd)]
-    if len(positions) != 1:
-        raise ValueError(f"The transform chain must hold exactly one CachedPreprocessingd, found {len(positions)}.")
+    if not positions:
+        return None
+    if len(positions) > 1:
+        raise ValueError(f"The transform chain must hold one CachedPreprocessingd, found {len(positions)}.")
     before = flat[: positions[0]]
     random = [type(step).__name__ for step in before if isinstance(step, Randomizable)]
     if random:
@@ -272,7 +276,10 @@ def build_preprocessed_cache(
     Returns:
         a :class:`CacheBuildReport`; failed items are also logged (count and the first reasons).
     """
-    before, cached = find_cached_step(transform)
+    found = find_cached_step(transform)
+    if found is None:
+        raise ValueError("build_preprocessed_cache: the transform chain holds no CachedPreprocessingd.")
+    before, cached = found
     rank, world = _rank_and_world() if distributed else (0, 1)
     indices = list(range(rank, len(data), world))
     report = CacheBuildReport(items=len(indices))
@@ -473,11 +480,12 @@ class PreprocessedCacheDataset(ItemNamingCacheDataset):
     With ``cache_rate=0`` (the default) each item is read from the disk cache at every access and only the
     transforms after the cached step (the random augmentation) run: memory does not grow with the data set.
     ``cache_rate > 0`` also keeps that fraction of the items' deterministic output in RAM, as before, which
-    suits small sets.
+    suits small sets. A chain without a :class:`CachedPreprocessingd` (a bundle run with ``cache_dir`` null)
+    makes this the in-memory path: exactly an ``ItemNamingCacheDataset``.
 
     Args:
         data: datalist items.
-        transform: the per-item chain holding one :class:`CachedPreprocessingd`.
+        transform: the per-item chain, holding at most one :class:`CachedPreprocessingd`.
         cache_rate: fraction of items also cached in RAM (``CacheDataset``).
         num_workers: threads for the RAM cache and, unless ``build_workers`` is given, build processes.
         build_workers: processes that fill the disk cache (0 or 1: in this process).
@@ -485,7 +493,7 @@ class PreprocessedCacheDataset(ItemNamingCacheDataset):
         kwargs: passed to :class:`~monai.data.CacheDataset`.
 
     Attributes:
-        build_report: the :class:`CacheBuildReport` of the construction.
+        build_report: the :class:`CacheBuildReport` of the construction (None without a cached step).
 
     Example::
 
@@ -504,7 +512,9 @@ class PreprocessedCacheDataset(ItemNamingCacheDataset):
         **kwargs: Any,
     ) -> None:
         workers = build_workers if build_workers is not None else (num_workers or 0)
-        self.build_report = build_preprocessed_cache(data, transform, num_workers=workers, progress=progress)
+        self.build_report = None
+        if find_cached_step(transform) is not None:
+            self.build_report = build_preprocessed_cache(data, transform, num_workers=workers, progress=progress)
         super().__init__(data, transform, cache_rate=cache_rate, num_workers=num_workers, **kwargs)
 
 

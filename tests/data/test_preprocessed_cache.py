@@ -357,6 +357,15 @@ def test_random_transform_before_the_cached_step_is_refused(tmp_path):
         build_preprocessed_cache([], Compose([RandFlipd("image", prob=0.5), cached]))
     with pytest.raises(ValueError, match="random"):
         CachedPreprocessingd([RandFlipd("image", prob=0.5)], tmp_path / "cache")
+    with pytest.raises(ValueError, match="holds no CachedPreprocessingd"):
+        build_preprocessed_cache([], Compose(letterbox_chain()))
+
+
+def test_without_a_cached_step_the_dataset_is_the_in_memory_path(tmp_path):
+    items = make_items(tmp_path / "images", 2)
+    dataset = PreprocessedCacheDataset(items, Compose(letterbox_chain()), cache_rate=1.0, num_workers=0)
+    assert dataset.build_report is None and not (tmp_path / "cache").exists()
+    assert_same_item(dataset[1], Compose(letterbox_chain())(dict(items[1])), tolerance=0.0)
 
 
 # -------------------------------------------------------------------------------------------------- real files
