@@ -22,9 +22,9 @@ loop could reach on this core if loading cost nothing. Each round runs one epoch
 raw step, in a rotating order (:func:`~benchmarks.timing.interleaved_times`).
 
 The sources are real chest radiographs (512 px PNGs and full-size DICOM) repeated under distinct names,
-so decoding is as costly as on an archive (small phantoms in quick mode). The cache keys its records by source content, so it builds one
-record per distinct source: its build rate per core (one process) is over those, and its size on disk is
-per record.
+so decoding is as costly as on an archive (small phantoms in quick mode). The cache keys its records by
+source content, so it builds one record per distinct source: its build rate per core (one process) is
+over those, and its size on disk is per record.
 """
 
 from __future__ import annotations
