@@ -33,7 +33,8 @@ from benchmarks.bundle_data import REPO_ROOT, VKD_BUNDLE, generate_phantom, vkd_
 from benchmarks.report import Figure, GroupReport
 from benchmarks.settings import FULL, QUICK, BenchmarkSettings
 from benchmarks.timing import Summary, per_repeat_ratios
-from cxrkd_monai.engines import VKDTrainingStep, init_distributed, wrap_ddp
+from cxrkd_monai.engines import VKDTrainingStep
+from cxrkd_monai.utils import init_distributed, wrap_ddp
 
 __all__ = ["run"]
 

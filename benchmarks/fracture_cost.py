@@ -21,7 +21,7 @@ from benchmarks.report import Figure, GroupReport, Target
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, interleaved_times, per_repeat_ratios
 from cxrkd_monai.engines.teacher_student import TeacherStudentTrainer
-from cxrkd_monai.transforms import SUBSETS
+from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS, RECORD_POSITIVE
 
 __all__ = ["run"]
 
@@ -97,9 +97,8 @@ def run(settings: BenchmarkSettings, work_dir: Path) -> GroupReport:
         {"stage1": stage1.run, "student": student.run}, settings.repeats, settings.warmup
     )
     images = sum(len(batch["image"]) for batch in batches)
-    record_positive = sum(
-        int((torch.as_tensor(batch["subset_index"]) == SUBSETS.index("D_P")).sum()) for batch in batches
-    )
+    record_positive_index = FRACTURE_SUBSETS.index(RECORD_POSITIVE)
+    record_positive = sum(int((torch.as_tensor(b["subset_index"]) == record_positive_index).sum()) for b in batches)
     return GroupReport(
         name="fracture_cost",
         title="AALS student step against the stage-1 step",

@@ -1,5 +1,5 @@
 """Knowledge distillation for chest X-rays (VKD classification, AALS fracture detection) as MONAI bundles."""
 
-from . import data, engines, losses, metrics, networks, transforms
+from . import bundle, data, engines, handlers, inferers, losses, metrics, networks, transforms, utils
 
 __version__ = "0.1.0"

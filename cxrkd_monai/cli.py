@@ -25,7 +25,7 @@ def prepare(dataset: str, root: str, out: str, **options):
 
 def pack(bundle_dir: str, output_zip: str, include_weights: bool = False):
     """Pack a bundle as the Model Zoo / Hugging Face zip (``<name>/configs/...``)."""
-    from cxrkd_monai.deploy.pack import pack_bundle
+    from cxrkd_monai.bundle.pack import pack_bundle
 
     return str(pack_bundle(bundle_dir, output_zip, include_weights=include_weights))
 

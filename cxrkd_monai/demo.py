@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from monai.bundle import run as bundle_run
 
-from cxrkd_monai.bundle_commands import bundle_arguments
+from cxrkd_monai.bundle.commands import bundle_arguments
+from cxrkd_monai.bundle.trained_bundle import export_trained_bundle
 from cxrkd_monai.data.phantom import generate_phantom_dataset
 from cxrkd_monai.data.synthetic_dicom import write_phantom_dicom_studies
-from cxrkd_monai.deploy.trained_bundle import export_trained_bundle
 
 __all__ = ["BUNDLES_DIR", "run_demo"]
 

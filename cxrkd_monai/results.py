@@ -40,14 +40,15 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from cxrkd_monai.bundle_commands import run_bundle_subprocess
+from cxrkd_monai.bundle.commands import run_bundle_subprocess
 from cxrkd_monai.data import load_datalist
 from cxrkd_monai.data.adapters import FracAtlasAdapter
 from cxrkd_monai.data.splits import SPLIT_NAMES
-from cxrkd_monai.engines.fracture_detections import map_pixel_half_diagonal
 from cxrkd_monai.metrics.bootstrap import bootstrap_interval
 from cxrkd_monai.metrics.froc import FROCMetric
+from cxrkd_monai.transforms.detection import map_pixel_half_diagonal
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
+from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 
 __all__ = ["MODELS", "ResultsSettings", "TestImageTruth", "read_test_truth", "run_results", "score_predictions",
            "subsample_datalist"]
@@ -114,7 +115,7 @@ def subsample_datalist(datalist: dict, max_images: int, seed: int = 0) -> dict:
     smaller = {key: value for key, value in datalist.items() if key not in SPLIT_NAMES}
     for split in SPLIT_NAMES:
         kept = []
-        for subset in ("D_R", "D_P", "D_N"):
+        for subset in FRACTURE_SUBSETS:
             items = [item for item in datalist[split] if item["subset"] == subset]
             if items:
                 order = rng.permutation(len(items))[: max(1, round(ratio * len(items)))]
@@ -140,7 +141,7 @@ def _datalist_counts(datalist: dict) -> dict[str, dict]:
         split: {
             "images": len(datalist[split]),
             "groups": len({item["patient_id"] for item in datalist[split]}),
-            "subsets": {s: sum(item["subset"] == s for item in datalist[split]) for s in ("D_R", "D_P", "D_N")},
+            "subsets": {s: sum(item["subset"] == s for item in datalist[split]) for s in FRACTURE_SUBSETS},
         }
         for split in SPLIT_NAMES
     }
@@ -211,7 +212,7 @@ def read_test_truth(
     """Ground truth of each test image of the datalist, keyed by resolved image path, in original pixels.
 
     ``image_size`` and ``output_stride`` are the bundle's: they give the letterbox of each image and so the
-    hit radius :class:`~cxrkd_monai.engines.fracture_handlers.FROCScore` uses.
+    hit radius :class:`~cxrkd_monai.metrics.FROCScore` uses.
     """
     images = {}
     map_shape = (image_size // output_stride, image_size // output_stride)
@@ -234,7 +235,7 @@ def score_predictions(
 ) -> dict[str, Any]:
     """Image-level AUROC per type and mean FROC of a bundle evaluation's ``predictions.json``, with intervals.
 
-    FROC is scored as the bundle scores it (:class:`~cxrkd_monai.metrics.froc.FROCMetric` with the bundle's
+    FROC is scored as the bundle scores it (:class:`~cxrkd_monai.metrics.FROCMetric` with the bundle's
     ``fp_per_image`` and ``point_radius`` from ``defaults``, the mean over types with lesions), from the
     detections the bundle wrote. Both statistics are bootstrapped over the images of ``truth`` with
     :func:`~cxrkd_monai.metrics.bootstrap.bootstrap_interval` (``settings.num_resamples``, ``settings.seed``).

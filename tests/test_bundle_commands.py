@@ -3,7 +3,7 @@ from pathlib import Path
 
 import fire
 
-from cxrkd_monai.bundle_commands import bundle_arguments, bundle_command
+from cxrkd_monai.bundle.commands import bundle_arguments, bundle_command
 
 BUNDLE = Path("bundles") / "cxr_aals_fracture_detection"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError, require_utf8
+from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 
 __all__ = ["TEXT_KEYS", "load_class_names", "load_datalist", "read_datalist_json"]
 
@@ -100,7 +101,7 @@ def load_datalist(
     for item in items:
         item["image"] = str(datalist_path.parent / item["image"])
     if subsets is not None:
-        unknown = {item.get("subset") for item in items} - {"D_R", "D_P", "D_N"}
+        unknown = {item.get("subset") for item in items} - set(FRACTURE_SUBSETS)
         if unknown:
             raise InvalidItemError(
                 f"Datalist {datalist_path} '{key}' has unknown subset values {sorted(map(str, unknown))}; "
@@ -152,7 +153,7 @@ def _checked_item(entry: Any, index: int, where: str) -> dict:
     named = f"{where} item {index} (image '{image}')"
     subset = item.get("subset")
     if subset is not None and not isinstance(subset, str):
-        raise InvalidItemError(f"{named}: 'subset' must be one of D_R, D_P, D_N, got {subset!r}.")
+        raise InvalidItemError(f"{named}: 'subset' must be one of {', '.join(FRACTURE_SUBSETS)}, got {subset!r}.")
     for text_key in TEXT_KEYS:
         text = item.get(text_key)
         if text is None:

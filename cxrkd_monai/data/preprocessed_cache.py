@@ -80,6 +80,7 @@ __all__ = [
     "CacheBuildReport",
     "CachedPreprocessingd",
     "PreprocessedCacheDataset",
+    "build_bundle_cache",
     "build_preprocessed_cache",
     "find_cached_step",
 ]
@@ -471,6 +472,55 @@ def _reason(error: BaseException) -> str:
     while error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}"
+
+
+def build_bundle_cache(
+    bundle_dir: str | os.PathLike,
+    config_file: str | Sequence[str] = "configs/train.json",
+    datasets: Sequence[str] = ("train#dataset", "validate#dataset"),
+    num_workers: int = 4,
+    verify: bool = False,
+    rehash: bool = False,
+    **overrides: Any,
+) -> dict[str, CacheBuildReport]:
+    """Pre-build the preprocessed cache of a bundle's datasets, as its training run would use it.
+
+    Each dataset definition (``<id>#data`` and ``<id>#transform``) is read from the bundle's configs with
+    ``overrides`` applied (e.g. ``dataset_dir``, ``image_size``, ``cache_dir``), so the entries are exactly those
+    the run reads. With ``configs/evaluate.json`` added to ``config_file``, ``validate#dataset`` is the test split.
+
+    Args:
+        bundle_dir: the bundle folder (``bundle_root``).
+        config_file: config file(s), relative to ``bundle_dir`` or absolute, merged in order.
+        datasets: config ids of the datasets to build.
+        num_workers: build processes.
+        verify: also read every present entry and rebuild the corrupt ones.
+        rehash: hash every source file again.
+        overrides: config values, as on the ``monai.bundle run`` command line.
+
+    Returns:
+        ``{dataset id: CacheBuildReport}``.
+    """
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    parser = ConfigParser()
+    parser.read_config([str(bundle_dir / name) for name in ensure_tuple(config_file)])
+    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    reports = {}
+    for dataset in datasets:
+        data = parser.get_parsed_content(f"{dataset}#data")
+        transform = parser.get_parsed_content(f"{dataset}#transform")
+        if find_cached_step(transform) is None:
+            raise ValueError(f"'{dataset}' of {bundle_dir} has no CachedPreprocessingd step (is cache_dir null?).")
+        reports[dataset] = build_preprocessed_cache(data, transform, num_workers, True, verify, rehash)
+        report = reports[dataset]
+        logger.info(
+            "%s: %d items, %d entries: %d built, %d present, %d hashed, %d corrupt rebuilt, %d failed.",
+            dataset, report.items, report.entries, report.built, report.reused, report.hashed,
+            report.rebuilt_corrupt, len(report.failed),
+        )  # fmt: skip
+    return reports
 
 
 class PreprocessedCacheDataset(ItemNamingCacheDataset):

@@ -128,7 +128,7 @@ def write_phantom_dicom_studies(
       ``inference.json`` reads with ``--datalist``.
 
     Args:
-        datalist: a datalist written by :func:`cxrkd_monai.data.phantom.generate_phantom_dataset` (8-bit PNG images
+        datalist: a datalist written by :func:`cxrkd_monai.data.generate_phantom_dataset` (8-bit PNG images
             and a ``patient_id`` per item).
         output_dir: the folder to write into (created).
         key: the datalist list to take the images from.

@@ -1,4 +1,5 @@
-from .export import check_network_matches_metadata, check_torchscript_matches_metadata
-from .pack import check_bundle_archive, pack_bundle
-from .schema import META_SCHEMA_PATH, PACKAGE_NAME, check_metadata_conventions, verify_bundle_metadata
-from .trained_bundle import check_exported_bundle, export_trained_bundle, merge_config_overrides
+"""MONAI Deploy App SDK operators for both bundles (DICOM in, DICOM SR out) and the demo's app runner.
+
+The operators need the ``deploy`` extra (``monai-deploy-app-sdk``); import them from
+``cxrkd_monai.deploy.operators``.
+"""

@@ -37,8 +37,8 @@ from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesTo
 from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
 from monai.deploy.operators.dicom_utils import ModelInfo
 
-from cxrkd_monai.engines.failed_items import FailedItemsWriter
-from cxrkd_monai.engines.writers import PredictionWriter
+from cxrkd_monai.handlers.failed_items import FailedItemsWriter
+from cxrkd_monai.handlers.prediction_writer import PredictionWriter
 
 __all__ = [
     "CHEST_RADIOGRAPH_RULES",
@@ -163,7 +163,7 @@ class BundleInferenceOperator(Operator):
     ``model.pt``, the TorchScript ``models/model.ts`` of ``ckpt_export``, which then replaces ``network`` and runs
     with the PyTorch backend (``inference_backend``: ONNX Runtime needs the eager network). The
     bundle's inference config must read its items from ``dataset#data``, hold one
-    :class:`~cxrkd_monai.engines.PredictionWriter` in ``handlers`` and publish into ``output_dir``, as both bundles
+    :class:`~cxrkd_monai.handlers.PredictionWriter` in ``handlers`` and publish into ``output_dir``, as both bundles
     of this package do. An image the bundle cannot read (its ``errors.csv`` row) fails the operator with that
     reason, instead of the bundle's exit status (``exit_on_failure`` is off here).
 

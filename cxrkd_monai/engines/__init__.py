@@ -1,14 +1,6 @@
-from .checkpointing import (
-    AtomicCheckpointSaver,
-    BestMetricState,
-    GradScalerState,
-    RandomStates,
-    find_last_checkpoint,
-    refuse_to_overwrite,
-)
-from .distributed import init_distributed, is_rank0, local_device, wrap_ddp
-from .handlers import AttributeScheduleHandler
-from .onnx_backend import BACKENDS, OnnxRuntimeBackend, OnnxRuntimeModule, export_to_onnxruntime
-from .vkd_inference import MonteCarloPriorInferer, VKDPredictionRecords
+"""Ignite/MONAI trainers of both bundles and their batch preparation."""
+
+from .mixed_precision import autocast_for, backward_and_step
+from .prepare_batch import PrepareFractureBatch
+from .teacher_student import SHARPENING_MODES, TeacherStudentTrainer, load_stage1_weights, masked_map_mean
 from .vkd_trainer import VKDTrainer, VKDTrainingStep
-from .writers import MetricsWriter, PredictionWriter

@@ -18,8 +18,8 @@ from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from cxrkd_monai.engines.fracture_batch import PrepareFractureBatch
 from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
+from cxrkd_monai.engines.prepare_batch import PrepareFractureBatch
 from cxrkd_monai.losses.aals import LabelSharpening
 
 __all__ = ["SHARPENING_MODES", "TeacherStudentTrainer", "load_stage1_weights", "masked_map_mean"]
@@ -54,7 +54,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
     (Ignite's :class:`~ignite.handlers.EMAHandler` with ``momentum = 1 - decay``; buffers are averaged too).
 
     Targets are chosen per image and fracture type (per map), from the record label ``image_label`` and the
-    ``annotated`` mask of :class:`~cxrkd_monai.transforms.target_maps.FractureTargetMapd`:
+    ``annotated`` mask of :class:`~cxrkd_monai.transforms.FractureTargetMapd`:
 
     - a type whose record is 0 gets an all-zero *hard* target, on any image (D_R, D_P or D_N);
     - an annotated, record-positive type gets its rendered blobs as *hard* target;
@@ -67,7 +67,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
     targets are 0/1 blobs). ``L_P`` depends on ``sharpening``:
 
     - ``"aals"``: ``mean_soft(soft_target_loss(pred, max(S(y'), y')))`` with ``y' = sigmoid(teacher(x))``
-      and ``S`` the adaptive asymmetric sharpening of :class:`~cxrkd_monai.losses.aals.LabelSharpening`;
+      and ``S`` the adaptive asymmetric sharpening of :class:`~cxrkd_monai.losses.LabelSharpening`;
     - ``"symmetric"``: the same with ``S(y')`` (no max, so values below ``threshold`` are lowered);
     - ``"none"``: plain distillation against ``y'``;
     - ``"mil"``: image-level multiple-instance learning, the BCE between the soft map's maximum and the
@@ -81,7 +81,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
     ``(B, K, *S)``), ``loss``, and for the ``N`` batch items that have a soft map: ``dp_mask`` ``(N, K)``
     (which of their maps are soft), ``dp_teacher`` (the teacher's maps, ``(N, K, *S)`` probabilities) and
     ``dp_target`` (the maps the student is pushed towards); in ``"mil"`` mode both are the student's own map.
-    :class:`~cxrkd_monai.engines.fracture_handlers.PseudoPositiveRate` reads them.
+    :class:`~cxrkd_monai.metrics.PseudoPositiveRate` reads them.
 
     Args:
         device: device to train on.

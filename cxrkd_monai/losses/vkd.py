@@ -47,7 +47,7 @@ def kl_diagonal_gaussians(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p
 
 
 class VKDLoss(nn.Module):
-    """VKD objective on a :class:`~cxrkd_monai.networks.vkd.VKDOutput`, as a dict of its terms.
+    """VKD objective on a :class:`~cxrkd_monai.networks.VKDOutput`, as a dict of its terms.
 
     ``loss = bce_posterior + beta * kl + gamma * bce_prior``, where each BCE is averaged over Monte Carlo
     samples, classes and batch (over the observed labels only when ``mask`` is given) and ``kl`` is

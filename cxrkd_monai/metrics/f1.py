@@ -92,7 +92,7 @@ class MultiLabelF1(MaskedMultiLabelHandler):
 
     Example (bundle JSON)::
 
-        "macro_f1_at_0.5": {"_target_": "cxrkd_monai.metrics.MultiLabelF1", "class_names": "@class_names",
+        "macro_f1_at_0.5": {"_target_": "cxrkd_monai.metrics.f1.MultiLabelF1", "class_names": "@class_names",
                             "average": "macro", "threshold": 0.5,
                             "output_transform": "$monai.handlers.from_engine(['pred_prob', 'label'])",
                             "mask_transform": "$monai.handlers.from_engine(['label_mask'])"}

@@ -13,82 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
-from scipy import ndimage
 
-__all__ = ["FROCMetric", "find_peaks", "froc_curve_rows", "peaks_to_grid"]
+__all__ = ["FROCMetric", "froc_curve_rows"]
 
-_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-
-
-def find_peaks(
-    prob_map: torch.Tensor | np.ndarray,
-    threshold: float = 0.05,
-    nms_kernel_size: int = 3,
-    max_peaks: int = 20,
-) -> list[np.ndarray]:
-    """Local maxima of each class map, by max-pooling non-maximum suppression.
-
-    A pixel is a peak if it equals the maximum of its ``nms_kernel_size`` neighbourhood and exceeds
-    ``threshold``. Neighbouring peak pixels form a plateau of one value; a plateau yields a single
-    detection at its centroid, so a flat-topped blob is not counted several times.
-
-    Args:
-        prob_map: probabilities ``(K, *S)`` of one image.
-        threshold: minimum score of a detection (exclusive).
-        nms_kernel_size: odd side of the suppression neighbourhood, in map pixels.
-        max_peaks: detections kept per class, the highest-scoring ones.
-
-    Returns:
-        one float64 array per class, ``(N, D + 1)``: map-index coordinates (axis order of ``S``) then the
-        score, sorted by decreasing score.
-
-    Example::
-
-        >>> prob = torch.zeros(1, 8, 8)
-        >>> prob[0, 2, 5] = 0.75
-        >>> find_peaks(prob)
-        [array([[2.  , 5.  , 0.75]])]
-    """
-    if nms_kernel_size < 1 or nms_kernel_size % 2 == 0:
-        raise ValueError(f"nms_kernel_size must be a positive odd integer, got nms_kernel_size={nms_kernel_size}.")
-    prob = torch.as_tensor(prob_map).detach().to(device="cpu", dtype=torch.float64)
-    dims = prob.ndim - 1
-    if dims not in _MAX_POOL:
-        raise ValueError(f"prob_map must have shape (K, *spatial) with 1-3 spatial axes, got {tuple(prob.shape)}.")
-    pooled = _MAX_POOL[dims](prob[None], nms_kernel_size, stride=1, padding=nms_kernel_size // 2)[0]
-    peak_mask = ((prob == pooled) & (prob > threshold)).numpy()
-    values = prob.numpy()
-    peaks = []
-    for class_mask, class_values in zip(peak_mask, values):
-        labels, count = ndimage.label(class_mask, structure=np.ones((3,) * dims))
-        if count == 0:
-            peaks.append(np.zeros((0, dims + 1)))
-            continue
-        index = np.arange(1, count + 1)
-        centres = np.asarray(ndimage.center_of_mass(class_mask, labels, index), dtype=np.float64).reshape(count, dims)
-        scores = np.asarray(ndimage.maximum(class_values, labels, index), dtype=np.float64)
-        order = np.argsort(-scores, kind="stable")[:max_peaks]
-        peaks.append(np.column_stack([centres[order], scores[order]]))
-    return peaks
-
-
-def peaks_to_grid(peaks: np.ndarray | Sequence[np.ndarray], output_stride: int) -> np.ndarray | list[np.ndarray]:
-    """Map peak coordinates from map indices to network-grid pixels, ``(m + 0.5) * output_stride``.
-
-    Args:
-        peaks: one ``(N, D + 1)`` array of ``[coords..., score]``, or a list of them (one per class).
-        output_stride: grid pixels per map pixel.
-
-    Returns:
-        the same structure, coordinates in grid pixels and scores unchanged.
-    """
-    if isinstance(peaks, np.ndarray):
-        mapped = np.array(peaks, dtype=np.float64)
-        mapped[:, :-1] = (mapped[:, :-1] + 0.5) * output_stride
-        return mapped
-    return [peaks_to_grid(np.asarray(class_peaks), output_stride) for class_peaks in peaks]
 
 
 class FROCMetric:
@@ -107,7 +35,7 @@ class FROCMetric:
     diagonal away from the lesion they mark; on a large radiograph that is more than ``point_radius`` and
     more than a small box's half-size. ``update(..., min_hit_radius=...)`` therefore also counts a
     detection within ``min_hit_radius`` of a lesion's centre (point or box centre) as a hit, so a perfectly
-    placed detection is never a miss (:class:`~cxrkd_monai.engines.fracture_handlers.FROCScore` passes
+    placed detection is never a miss (:class:`~cxrkd_monai.metrics.FROCScore` passes
     the half-diagonal of each image's map pixel). Detections are matched in order of decreasing score: a
     detection hitting a lesion not yet found is that lesion's true positive (the nearest such lesion when it
     hits several), one that only hits lesions already found is ignored, and one that hits no lesion is a

@@ -2,7 +2,7 @@
 
 The latent ``z`` has an image-only prior ``p(z|x)`` and, during training, a posterior ``q(z|x,t)`` that also
 sees the report text feature ``h_t``. A shared classifier reads ``[z ; h_x]``. Training pulls the prior
-toward the posterior (see :class:`cxrkd_monai.losses.vkd.VKDLoss`), so at inference the image alone
+toward the posterior (see :class:`cxrkd_monai.losses.VKDLoss`), so at inference the image alone
 suffices: the network holds no text encoder, and :meth:`VKDNet.forward` takes only the image.
 """
 

@@ -1,4 +1,12 @@
-from .fracture_annotations import SUBSETS, EncodeFractureAnnotationsd
+from .detection import (
+    annotations_to_original,
+    detect_in_original_pixels,
+    find_peaks,
+    map_pixel_half_diagonal,
+    output_stride_of,
+    peaks_to_grid,
+)
+from .fracture_annotations import EncodeFractureAnnotationsd
 from .geometry import Letterboxd, LetterboxGeometry
 from .io import IntensityRangeWarning, LoadCXR, LoadCXRd, PhotometricMismatchWarning, UnreadableImageError
 from .label_mask import EnsureLabelMaskd

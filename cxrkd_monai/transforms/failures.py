@@ -35,7 +35,7 @@ class RecordFailured(Transform):
     :class:`~cxrkd_monai.data.failed_items.FailureTolerantDataset`, which does), so that one unreadable or corrupt
     image does not abort a run: the failed item travels on as a small record that
     :class:`~cxrkd_monai.data.failed_items.DropFailedItems` removes from its batch and
-    :class:`~cxrkd_monai.engines.failed_items.FailedItemsWriter` writes to ``errors.csv``. Only ``Exception`` is caught;
+    :class:`~cxrkd_monai.handlers.FailedItemsWriter` writes to ``errors.csv``. Only ``Exception`` is caught;
     ``KeyboardInterrupt`` and ``SystemExit`` still stop the run.
 
     Args:

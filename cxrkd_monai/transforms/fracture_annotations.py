@@ -10,12 +10,12 @@ import torch
 from monai.transforms import MapTransform
 
 from cxrkd_monai.errors import InvalidItemError
+from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS, REGION_ANNOTATED
 
-__all__ = ["SUBSETS", "EncodeFractureAnnotationsd"]
+__all__ = ["EncodeFractureAnnotationsd"]
 
 #: The data sets of the AALS method, in the order of their ``subset_index``: region-annotated,
 #: record-positive without regions, record-negative.
-SUBSETS = ("D_R", "D_P", "D_N")
 
 
 class EncodeFractureAnnotationsd(MapTransform):
@@ -88,14 +88,16 @@ class EncodeFractureAnnotationsd(MapTransform):
             d[self.label_key] = torch.as_tensor(self._encode_label(d[self.label_key], source))
         if self.subset_key in d:
             subset = d[self.subset_key]
-            if not isinstance(subset, str) or subset not in SUBSETS:
-                raise InvalidItemError(f"{source}: '{self.subset_key}' must be one of {SUBSETS}, got {subset!r}.")
-            if subset == "D_R" and len(d[self.box_key]) + len(d[self.point_key]) == 0:
+            if not isinstance(subset, str) or subset not in FRACTURE_SUBSETS:
+                raise InvalidItemError(
+                    f"{source}: '{self.subset_key}' must be one of {FRACTURE_SUBSETS}, got {subset!r}."
+                )
+            if subset == REGION_ANNOTATED and len(d[self.box_key]) + len(d[self.point_key]) == 0:
                 raise InvalidItemError(
                     f"{source}: a 'D_R' item needs at least one entry under '{self.box_key}' or "
                     f"'{self.point_key}', got none."
                 )
-            d[f"{self.subset_key}_index"] = torch.tensor(SUBSETS.index(subset), dtype=torch.int64)
+            d[f"{self.subset_key}_index"] = torch.tensor(FRACTURE_SUBSETS.index(subset), dtype=torch.int64)
         return d
 
     def _source_name(self, d: Mapping[Hashable, Any]) -> str:

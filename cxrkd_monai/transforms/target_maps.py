@@ -36,7 +36,7 @@ class FractureTargetMapd(MapTransform):
     Next to the map, ``annotated_key`` receives a bool ``(K,)`` tensor that is True for the types with at
     least one box or point. A zero channel means "no fracture here" only where it is annotated or the
     record says the type is absent; stage 2 uses this mask to hand a record-positive type without regions
-    to the teacher instead (see :class:`~cxrkd_monai.engines.teacher_student.TeacherStudentTrainer`).
+    to the teacher instead (see :class:`~cxrkd_monai.engines.TeacherStudentTrainer`).
 
     Args:
         num_classes: fracture types ``K``, the channels of the map.

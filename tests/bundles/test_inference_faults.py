@@ -20,7 +20,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from cxrkd_monai.engines.failed_items import PARTIAL_FAILURE_EXIT_CODE
+from cxrkd_monai.handlers.failed_items import PARTIAL_FAILURE_EXIT_CODE
 from tests.bundles.test_aals_bundle import phantom  # noqa: F401  (fixture: the generated phantom dataset)
 from tests.engines.test_onnx_backend import TINY
 

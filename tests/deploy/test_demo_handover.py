@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from cxrkd_monai.deploy.trained_bundle import check_exported_bundle
+from cxrkd_monai.bundle.trained_bundle import check_exported_bundle
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,11 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export, onnx_export, verify_net_in_out
 from monai.data import load_net_with_metadata
 
-from cxrkd_monai.deploy import check_network_matches_metadata, check_torchscript_matches_metadata
+from cxrkd_monai.bundle import (
+    check_network_matches_metadata,
+    check_torchscript_matches_metadata,
+    evaluate_spatial_shape,
+)
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"
@@ -209,3 +213,18 @@ def test_eager_torchscript_and_onnx_runtime_agree(bundle_export, bundle, overrid
     assert runtime.shape == eager.shape
     np.testing.assert_allclose(traced, eager, atol=1e-4, rtol=0)
     np.testing.assert_allclose(runtime, eager, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [[224, 224], ["32*n", "32*n"], ["2**p", "16*2**p"], ["*", 7], ["8 * n + 4"]])
+def test_spatial_shape_reads_as_monai_verify_net_in_out_does(shape):
+    from monai.bundle.scripts import _get_fake_spatial_shape  # the reference: MONAI's own reading, test-only
+
+    for n, p, any_size in [(1, 1, 1), (3, 2, 5)]:
+        expected = _get_fake_spatial_shape(shape, p=p, n=n, any=any_size)
+        assert evaluate_spatial_shape(shape, n=n, p=p, any_size=any_size) == expected
+
+
+@pytest.mark.parametrize("entry", ["32*m", "__import__('os')", "n/2", 2.5])
+def test_spatial_shape_refuses_other_names_and_operators(entry):
+    with pytest.raises(ValueError, match="spatial_shape entr"):
+        evaluate_spatial_shape([entry], n=2)

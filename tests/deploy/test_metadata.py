@@ -11,7 +11,7 @@ import monai.apps.utils
 import pytest
 from monai.bundle import ConfigParser, verify_metadata
 
-from cxrkd_monai.deploy import META_SCHEMA_PATH, check_metadata_conventions, verify_bundle_metadata
+from cxrkd_monai.bundle import META_SCHEMA_PATH, check_metadata_conventions, verify_bundle_metadata
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 BUNDLE_DIRS = [BUNDLES / "cxr_vkd_classification", BUNDLES / "cxr_aals_fracture_detection"]

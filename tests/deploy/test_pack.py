@@ -14,8 +14,8 @@ import yaml
 from monai.apps.utils import HashCheckError
 from monai.bundle import ConfigParser, ConfigWorkflow, download_large_files
 
+from cxrkd_monai.bundle import check_bundle_archive, pack_bundle
 from cxrkd_monai.data.phantom import generate_phantom_dataset
-from cxrkd_monai.deploy import check_bundle_archive, pack_bundle
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"

@@ -12,8 +12,8 @@ from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 
 from cxrkd_monai.data.phantom import generate_phantom_dataset
-from cxrkd_monai.engines.finite_loss import FiniteLossGuard, batch_file_names
-from cxrkd_monai.engines.fracture_batch import PrepareFractureBatch
+from cxrkd_monai.engines.prepare_batch import PrepareFractureBatch
+from cxrkd_monai.handlers.finite_loss import FiniteLossGuard, batch_file_names
 from cxrkd_monai.networks.fracture_fpn import FractureFPN
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cxr_aals_fracture_detection" / "configs"

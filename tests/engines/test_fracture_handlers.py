@@ -12,15 +12,17 @@ import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
 
-from cxrkd_monai.engines.fracture_detections import (
+from cxrkd_monai.handlers.fracture_prediction_recorder import FracturePredictionRecorder
+from cxrkd_monai.handlers.froc_curve_writer import FROCCurveWriter
+from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
+from cxrkd_monai.metrics.froc_score import FROCScore
+from cxrkd_monai.metrics.pseudo_positive_rate import PseudoPositiveRate
+from cxrkd_monai.transforms.detection import (
     annotations_to_original,
     detect_in_original_pixels,
     map_pixel_half_diagonal,
     output_stride_of,
 )
-from cxrkd_monai.engines.fracture_handlers import FROCCurveWriter, FROCScore, PseudoPositiveRate
-from cxrkd_monai.engines.fracture_predictions import FracturePredictionRecorder
-from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 from cxrkd_monai.transforms.target_maps import FractureTargetMapd
 

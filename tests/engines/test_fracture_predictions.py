@@ -3,7 +3,7 @@
 import hashlib
 from pathlib import Path
 
-from cxrkd_monai.engines.fracture_predictions import map_file_name
+from cxrkd_monai.handlers.fracture_prediction_recorder import map_file_name
 
 
 def test_same_file_name_in_two_folders_gives_two_map_names():

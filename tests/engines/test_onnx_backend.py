@@ -17,7 +17,8 @@ from monai.networks.nets import Classifier
 from torch import nn
 
 from cxrkd_monai.data.phantom import generate_phantom_dataset
-from cxrkd_monai.engines import MonteCarloPriorInferer, OnnxRuntimeBackend, OnnxRuntimeModule
+from cxrkd_monai.handlers import OnnxRuntimeBackend, OnnxRuntimeModule
+from cxrkd_monai.inferers import MonteCarloPriorInferer
 from cxrkd_monai.networks import VKDNet
 from cxrkd_monai.networks.fracture_fpn import FractureFPN
 
@@ -231,7 +232,7 @@ def test_bundle_inference_records_agree_between_backends(bundle, tmp_path, caplo
             inference_backend=backend,
         )
         workflow.initialize()
-        with caplog.at_level(logging.INFO, logger="cxrkd_monai.engines.onnx_backend"):
+        with caplog.at_level(logging.INFO, logger="cxrkd_monai.handlers.onnx_backend"):
             workflow.run()
         workflow.finalize()
         assert f"Inference backend: {'ONNX Runtime' if backend == 'onnxruntime' else 'PyTorch'}" in caplog.text

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from ignite.engine import Engine, Events
 
-from cxrkd_monai.engines.folder_lock import FolderInUseError, FolderLock
-from cxrkd_monai.engines.output_folder import InferenceOutputFolder
+from cxrkd_monai.handlers.output_folder import InferenceOutputFolder
+from cxrkd_monai.utils.folder_lock import FolderInUseError, FolderLock
 
 
 def _writing_engine(folder: InferenceOutputFolder, names: list[str], fail_after_maps: bool = False) -> Engine:
@@ -93,7 +93,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, c
     dead_pid = int(finished.stdout)
     (tmp_path / ".lock").write_text(f"{dead_pid} {socket.gethostname()}\n")
     lock = FolderLock(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="cxrkd_monai.engines.folder_lock"):
+    with caplog.at_level(logging.WARNING, logger="cxrkd_monai.utils.folder_lock"):
         lock.acquire()
     assert f"pid {dead_pid} no longer runs" in caplog.text
     assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())

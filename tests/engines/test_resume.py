@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd
 
-from cxrkd_monai.engines import (
+from cxrkd_monai.handlers import (
     AtomicCheckpointSaver,
     AttributeScheduleHandler,
     BestMetricState,

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from cxrkd_monai.engines.finite_loss import FiniteLossGuard
-from cxrkd_monai.engines.fracture_handlers import PseudoPositiveRate
 from cxrkd_monai.engines.teacher_student import TeacherStudentTrainer, load_stage1_weights, masked_map_mean
+from cxrkd_monai.handlers.finite_loss import FiniteLossGuard
+from cxrkd_monai.metrics.pseudo_positive_rate import PseudoPositiveRate
 
 A0, THRESHOLD, WEIGHT, POS_WEIGHT = 4.0, 0.4, 0.5, 10.0
 

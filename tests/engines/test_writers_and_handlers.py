@@ -9,12 +9,12 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose
 
 from cxrkd_monai.data.failed_items import DropFailedItems, FailureTolerantDataset
-from cxrkd_monai.engines import AttributeScheduleHandler, MetricsWriter, PredictionWriter
-from cxrkd_monai.engines.failed_items import PARTIAL_FAILURE_EXIT_CODE, FailedItemsWriter, skip_batches_without_items
-from cxrkd_monai.engines.writers import write_text_atomically
+from cxrkd_monai.handlers import AttributeScheduleHandler, MetricsWriter, PredictionWriter
+from cxrkd_monai.handlers.failed_items import PARTIAL_FAILURE_EXIT_CODE, FailedItemsWriter, skip_batches_without_items
 from cxrkd_monai.losses.annealing import CyclicalAnnealingSchedule
 from cxrkd_monai.transforms import UnreadableImageError
 from cxrkd_monai.transforms.failures import failure_reason
+from cxrkd_monai.utils.atomic_files import write_text_atomically
 
 
 def test_prediction_writer_writes_every_record_to_json_and_csv(tmp_path):
@@ -69,7 +69,7 @@ def test_write_text_atomically_keeps_the_old_file_when_the_replace_fails(tmp_pat
     def failing_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr("cxrkd_monai.engines.writers.os.replace", failing_replace)
+    monkeypatch.setattr("cxrkd_monai.utils.atomic_files.os.replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_text_atomically(path, "new\n")
     assert path.read_text() == "old\n"

@@ -5,7 +5,8 @@ import pytest
 import torch
 from monai.metrics.froc import compute_froc_score
 
-from cxrkd_monai.metrics.froc import FROCMetric, find_peaks, froc_curve_rows, peaks_to_grid
+from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
+from cxrkd_monai.transforms.detection import find_peaks, peaks_to_grid
 from cxrkd_monai.transforms.geometry import Letterboxd, LetterboxGeometry
 from cxrkd_monai.transforms.target_maps import FractureTargetMapd
 

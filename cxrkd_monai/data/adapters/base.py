@@ -25,6 +25,7 @@ from typing import ClassVar
 from cxrkd_monai.data.labels import CHEXPERT_CLASSES, FRACTURE_CLASSES, LabelHarmoniser
 from cxrkd_monai.data.reports import EMPTY_REPORT_POLICIES
 from cxrkd_monai.data.splits import SPLIT_NAMES, assign_splits
+from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS, RECORD_POSITIVE
 
 __all__ = [
     "ClassificationAdapter",
@@ -32,7 +33,6 @@ __all__ = [
     "DatasetFormatError",
     "PrepareSummary",
     "Record",
-    "fracture_subset",
     "read_csv",
 ]
 
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 FRONTAL_VIEWS = ("PA", "AP")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
-SUBSETS = ("D_R", "D_P", "D_N")
 MAX_SKIP_EXAMPLES = 5
 
 
@@ -96,13 +95,6 @@ def find_table(root: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise DatasetFormatError(f"Neither {str(root / name)!r} nor its .gz copy exists.")
-
-
-def fracture_subset(image_label: Sequence[float], boxes: Sequence) -> str:
-    """``D_R`` with regions, ``D_P`` record-positive without regions, ``D_N`` record-negative."""
-    if boxes:
-        return "D_R"
-    return "D_P" if any(image_label) else "D_N"
 
 
 def _parse_views(views: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -200,7 +192,7 @@ class DatasetAdapter(ABC):
 
         # FROC needs regions for every fracture in validation and test, so patients with a record-positive
         # image without regions are trained on only.
-        forced = {r.item["patient_id"]: "training" for r in kept if r.item.get("subset") == "D_P"}
+        forced = {r.item["patient_id"]: "training" for r in kept if r.item.get("subset") == RECORD_POSITIVE}
         splits = assign_splits(
             [r.item["patient_id"] for r in kept],
             [r.official_split for r in kept] if self.official_split else None,
@@ -249,7 +241,7 @@ class DatasetAdapter(ABC):
                 }
             prevalence[split] = per_class
             if self.task == "fracture":
-                subsets[split] = {s: sum(1 for it in items if it["subset"] == s) for s in SUBSETS}
+                subsets[split] = {s: sum(1 for it in items if it["subset"] == s) for s in FRACTURE_SUBSETS}
         summary = {
             "dataset": self.name,
             "task": self.task,

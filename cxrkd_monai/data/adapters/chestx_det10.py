@@ -24,8 +24,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from cxrkd_monai.data.adapters.base import DatasetAdapter, DatasetFormatError, Record, fracture_subset
+from cxrkd_monai.data.adapters.base import DatasetAdapter, DatasetFormatError, Record
 from cxrkd_monai.data.labels import FRACTURE_CLASSES
+from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
 __all__ = ["ChestXDet10Adapter"]
 
@@ -103,7 +104,7 @@ class ChestXDet10Adapter(DatasetAdapter):
         return {
             "image": str(image_folder / entry["file_name"]),
             "image_label": image_label,
-            "subset": fracture_subset(image_label, boxes),
+            "subset": fracture_subset(image_label, bool(boxes)),
             "boxes": boxes,
             "points": points,
             "patient_id": match.group(1) if match else Path(entry["file_name"]).stem,

@@ -38,6 +38,7 @@ import numpy as np
 
 from cxrkd_monai.data.adapters.base import DatasetAdapter, DatasetFormatError, Record, read_csv
 from cxrkd_monai.data.splits import split_patients
+from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
 __all__ = ["FracAtlasAdapter", "group_consecutive_studies"]
 
@@ -226,7 +227,7 @@ class FracAtlasAdapter(DatasetAdapter):
         return {
             "image": str(self.root / image.row["image"]),
             "image_label": image_label,
-            "subset": "D_R" if boxes else ("D_P" if image.positive else "D_N"),
+            "subset": fracture_subset([image.positive], bool(boxes)),
             "boxes": boxes,
             "points": [[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[4]] for b in boxes],
             "patient_id": patient_id,

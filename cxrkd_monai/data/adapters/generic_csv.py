@@ -33,11 +33,11 @@ from cxrkd_monai.data.adapters.base import (
     DatasetAdapter,
     DatasetFormatError,
     Record,
-    fracture_subset,
     read_csv,
 )
 from cxrkd_monai.data.labels import FRACTURE_CLASSES
 from cxrkd_monai.data.reports import extract_findings_impression
+from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
 __all__ = ["GenericCsvAdapter", "GenericFractureCsvAdapter"]
 
@@ -181,7 +181,7 @@ class GenericFractureCsvAdapter(_GenericCsvBase):
             item = {
                 "image": image,
                 "image_label": image_label,
-                "subset": fracture_subset(image_label, boxes + points),
+                "subset": fracture_subset(image_label, bool(boxes or points)),
                 "boxes": boxes,
                 "points": points,
                 "patient_id": patient,

@@ -47,6 +47,7 @@ from cxrkd_monai.data.adapters.base import (
     read_csv,
 )
 from cxrkd_monai.data.reports import report_from_sections
+from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
 __all__ = ["MESH_TO_CHEXPERT", "OpenIAdapter", "OpenIFractureAdapter", "OpenIStudy", "read_openi_studies"]
 
@@ -242,7 +243,7 @@ class OpenIFractureAdapter(_OpenIBase):
             if any(not s for s in sites) and not any(image_label):
                 self.summary.skip("fracture_site_unspecified", f"CXR{study.uid}", len(study.images))
                 continue
-            subset = "D_P" if any(image_label) else "D_N"
+            subset = fracture_subset(image_label, has_regions=False)
             for path in self._images(study):
                 item = {"image": str(path), "image_label": image_label, "subset": subset, "boxes": [], "points": []}
                 yield Record({**item, "patient_id": f"CXR{study.uid}"})

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from monai.data.box_utils import box_iou
 
-from cxrkd_monai.data.adapters.base import DatasetAdapter, DatasetFormatError, Record, fracture_subset, read_csv
+from cxrkd_monai.data.adapters.base import DatasetAdapter, DatasetFormatError, Record, read_csv
 from cxrkd_monai.data.labels import FRACTURE_CLASSES
+from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
 __all__ = ["VINDR_FRACTURE_CLASSES", "VinDrCxrAdapter", "fuse_reader_boxes"]
 
@@ -149,7 +150,7 @@ class VinDrCxrAdapter(DatasetAdapter):
         return {
             "image": str(image),
             "image_label": image_label,
-            "subset": fracture_subset(image_label, boxes),
+            "subset": fracture_subset(image_label, bool(boxes)),
             "boxes": boxes,
             "points": points,
             "patient_id": image_id,

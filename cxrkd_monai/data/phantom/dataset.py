@@ -16,6 +16,7 @@ from cxrkd_monai.data.phantom.render import render_chest_radiograph
 from cxrkd_monai.data.phantom.reports import write_report
 from cxrkd_monai.data.phantom.sampling import resolve_prevalence, sample_acquisition, sample_anatomy, sample_findings
 from cxrkd_monai.data.splits import split_patients
+from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS, RECORD_POSITIVE, fracture_subset
 
 __all__ = ["generate_phantom_dataset"]
 
@@ -58,7 +59,7 @@ def generate_phantom_dataset(
       Validation and test items always carry every fracture's box and point;
     - ``summary.json``: the arguments, and per split the counts, positives and prevalence of each class.
 
-    Patients are split, all their studies together, by :func:`cxrkd_monai.data.splits.split_patients`
+    Patients are split, all their studies together, by :func:`cxrkd_monai.data.split_patients`
     with ``seed``; a split with a positive fraction must not come out empty. The output is byte-identical
     for the same arguments. Each patient's anatomy and each study's positioning depend only on
     ``seed`` and the patient and study numbers, so changing a prevalence changes which findings are
@@ -208,9 +209,9 @@ def _fracture_item(study: Mapping, region_annotated: bool) -> dict:
     positive = any(study["image_label"])
     item = {"image": study["image"], "image_label": study["image_label"]}
     if study["split"] == "training" and positive and not region_annotated:
-        item["subset"] = "D_P"
+        item["subset"] = RECORD_POSITIVE
     else:
-        item["subset"] = "D_R" if positive else "D_N"
+        item["subset"] = fracture_subset([positive], has_regions=positive)
         item["boxes"] = [[*(round(v, 2) for v in r.box), r.class_name] for r in study["regions"]]
         item["points"] = [[*(round(v, 2) for v in r.point), r.class_name] for r in study["regions"]]
     item["patient_id"] = study["patient_id"]
@@ -239,7 +240,7 @@ def _summary(
             "vkd_prevalence": {n: round(v / max(count, 1), 4) for n, v in vkd_positives.items()},
             "fracture_positives": fracture_positives,
             "fracture_prevalence": {n: round(v / max(count, 1), 4) for n, v in fracture_positives.items()},
-            "fracture_subsets": {name: sum(item["subset"] == name for item in items) for name in ("D_R", "D_P", "D_N")},
+            "fracture_subsets": {name: sum(item["subset"] == name for item in items) for name in FRACTURE_SUBSETS},
             "fracture_boxes": sum(len(item.get("boxes", ())) for item in items),
         }
     return {

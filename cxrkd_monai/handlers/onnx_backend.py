@@ -71,9 +71,9 @@ class OnnxRuntimeBackend:
 
     Exporting only a submodule keeps the rest in PyTorch: for :class:`~cxrkd_monai.networks.VKDNet`,
     ``submodule="image_encoder"`` moves the DenseNet ``h_x = image_encoder(image)`` to ONNX Runtime while the
-    prior sampling and the classifier of :class:`~cxrkd_monai.engines.MonteCarloPriorInferer` stay in torch
+    prior sampling and the classifier of :class:`~cxrkd_monai.inferers.MonteCarloPriorInferer` stay in torch
     (same random draws for the same seed). The whole network (``submodule=""``) suits a single-tensor
-    forward such as :class:`~cxrkd_monai.networks.fracture_fpn.FractureFPN`.
+    forward such as :class:`~cxrkd_monai.networks.FractureFPN`.
 
     Args:
         input_shape: ``(C, *spatial)`` of the images the network receives, e.g. ``[1, 224, 224]``. The bundles
@@ -94,7 +94,7 @@ class OnnxRuntimeBackend:
 
     Example (bundle config, after the ``CheckpointLoader`` in ``handlers``)::
 
-        {"_target_": "cxrkd_monai.engines.OnnxRuntimeBackend", "input_shape": "$[1, *@image_size]",
+        {"_target_": "cxrkd_monai.handlers.OnnxRuntimeBackend", "input_shape": "$[1, *@image_size]",
          "submodule": "image_encoder", "backend": "@inference_backend"}
     """
 

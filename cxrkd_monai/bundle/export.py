@@ -14,17 +14,57 @@ Export itself is MONAI's: ``python -m monai.bundle ckpt_export network_def --fil
 
 from __future__ import annotations
 
+import ast
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from monai.bundle.scripts import _get_fake_spatial_shape
 from monai.data import load_net_with_metadata
 from monai.utils import get_equivalent_dtype
 from torch import nn
 
-__all__ = ["check_network_matches_metadata", "check_torchscript_matches_metadata"]
+__all__ = ["check_network_matches_metadata", "check_torchscript_matches_metadata", "evaluate_spatial_shape"]
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Pow: operator.pow}
+
+
+def evaluate_spatial_shape(shape: Sequence[int | str], n: int = 1, p: int = 1, any_size: int = 1) -> tuple[int, ...]:
+    """The sizes a metadata ``spatial_shape`` stands for, as ``monai.bundle verify_net_in_out`` reads it.
+
+    An entry is an int, ``"*"`` (any size: ``any_size``), or an expression in ``n`` and ``p`` made of integers,
+    ``+``, ``-``, ``*`` and ``**`` (``"32*n"``, ``"2**p"``, ``"16*2**p"``).
+
+    Raises:
+        ValueError: naming the entry, for any other name, operator or type.
+    """
+    variables = {"n": n, "p": p}
+
+    def evaluate(node: ast.AST, entry: str) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name) and node.id in variables:
+            return variables[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](evaluate(node.left, entry), evaluate(node.right, entry))
+        raise ValueError(f"spatial_shape entry {entry!r}: only integers, n, p, +, -, * and ** are supported.")
+
+    sizes = []
+    for entry in shape:
+        if type(entry) is int:
+            sizes.append(entry)
+        elif entry == "*":
+            sizes.append(any_size)
+        elif isinstance(entry, str):
+            try:
+                tree = ast.parse(entry, mode="eval")
+            except SyntaxError as error:
+                raise ValueError(f"spatial_shape entry {entry!r} is not an expression in n and p.") from error
+            sizes.append(int(evaluate(tree.body, entry)))
+        else:
+            raise ValueError(f"spatial_shape entries must be ints or strings, got {entry!r}.")
+    return tuple(sizes)
 
 
 def check_network_matches_metadata(
@@ -63,7 +103,7 @@ def check_network_matches_metadata(
     """
     io_format = metadata["network_data_format"]
     image, prediction = io_format["inputs"]["image"], io_format["outputs"]["pred"]
-    input_spatial = _get_fake_spatial_shape(image["spatial_shape"], p=p, n=n, any=any_size)
+    input_spatial = evaluate_spatial_shape(image["spatial_shape"], n=n, p=p, any_size=any_size)
     dtype = get_equivalent_dtype(image["dtype"], torch.Tensor)
     dummy = torch.rand(1, image["num_channels"], *input_spatial).to(dtype)
     network.eval()
@@ -82,7 +122,7 @@ def check_network_matches_metadata(
             f"{source}: output dtype {output.dtype} differs from metadata 'outputs.pred.dtype' {expected_dtype}."
         )
     if output.dim() > 2:
-        expected_spatial = _get_fake_spatial_shape(prediction["spatial_shape"], p=p, n=n, any=any_size)
+        expected_spatial = evaluate_spatial_shape(prediction["spatial_shape"], n=n, p=p, any_size=any_size)
         if tuple(output.shape[2:]) != tuple(expected_spatial):
             raise ValueError(
                 f"{source}: output spatial shape {list(output.shape[2:])} for input {list(dummy.shape)} "

@@ -13,7 +13,7 @@ a folder that can::
 ``large_files.yml`` is left out: it points at the published weights, which would replace these.
 
 :func:`check_exported_bundle` then runs the checks a source bundle passes (``tests/deploy``): the metadata
-schema and conventions (:func:`~cxrkd_monai.deploy.verify_bundle_metadata`), MONAI's ``verify_net_in_out``, the
+schema and conventions (:func:`~cxrkd_monai.bundle.verify_bundle_metadata`), MONAI's ``verify_net_in_out``, the
 adapted output-shape check on the eager and the TorchScript network, and TorchScript parity: the weights load
 strictly into the configured ``network_def`` and ``model.ts`` gives its outputs.
 """
@@ -32,8 +32,8 @@ from monai.bundle.reference_resolver import ReferenceResolver
 from monai.bundle.scripts import _get_fake_spatial_shape
 from monai.bundle.utils import ID_SEP_KEY
 
-from cxrkd_monai.deploy.export import check_network_matches_metadata, check_torchscript_matches_metadata
-from cxrkd_monai.deploy.schema import verify_bundle_metadata
+from cxrkd_monai.bundle.export import check_network_matches_metadata, check_torchscript_matches_metadata
+from cxrkd_monai.bundle.schema import verify_bundle_metadata
 
 __all__ = ["check_exported_bundle", "export_trained_bundle", "merge_config_overrides"]
 
@@ -195,11 +195,11 @@ def check_exported_bundle(bundle: str | Path) -> None:
     """Checks a bundle folder with weights the way the source bundles are checked.
 
     1. ``configs/metadata.json`` against the local schema and the project's conventions (channels named after
-       the inference config's ``class_names``): :func:`~cxrkd_monai.deploy.verify_bundle_metadata`.
+       the inference config's ``class_names``): :func:`~cxrkd_monai.bundle.verify_bundle_metadata`.
     2. ``monai.bundle verify_net_in_out network_def`` with the inference config (channels and dtype), and
-       :func:`~cxrkd_monai.deploy.check_network_matches_metadata` (output map size too) on the eager network.
+       :func:`~cxrkd_monai.bundle.check_network_matches_metadata` (output map size too) on the eager network.
     3. ``models/model.pt`` loads strictly into ``network_def`` (every tensor present, every shape equal).
-    4. ``models/model.ts`` passes :func:`~cxrkd_monai.deploy.check_torchscript_matches_metadata` and gives the
+    4. ``models/model.ts`` passes :func:`~cxrkd_monai.bundle.check_torchscript_matches_metadata` and gives the
        eager network's outputs for two random images of the config's ``image_size``, ``(2, 1, H, W)``.
 
     Raises:

@@ -54,7 +54,7 @@ class FiniteLossGuard:
 
     Example (bundle JSON, in ``train#handlers``)::
 
-        {"_target_": "cxrkd_monai.engines.finite_loss.FiniteLossGuard"}
+        {"_target_": "cxrkd_monai.handlers.FiniteLossGuard"}
     """
 
     def __init__(

@@ -1,14 +1,12 @@
-"""VKD image-only inference: Monte Carlo sampling of the prior and the per-image prediction records."""
+"""VKD image-only inference: Monte Carlo sampling of the prior ``p(z|x)``."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from monai.inferers import Inferer
 from torch import nn
 
-__all__ = ["MonteCarloPriorInferer", "VKDPredictionRecords"]
+__all__ = ["MonteCarloPriorInferer"]
 
 
 class MonteCarloPriorInferer(Inferer):
@@ -33,25 +31,3 @@ class MonteCarloPriorInferer(Inferer):
         samples = network.sample_probabilities(inputs, self.num_samples)
         std = samples.std(dim=0, unbiased=False) if samples.shape[0] > 1 else torch.zeros_like(samples[0])
         return torch.stack([samples.mean(dim=0), std], dim=1)
-
-
-class VKDPredictionRecords:
-    """Turns decollated evaluator items into one record per image for :class:`~cxrkd_monai.engines.PredictionWriter`.
-
-    Each record: ``image`` (the source file), ``prob_<class>`` and ``std_<class>`` for every class.
-    """
-
-    def __init__(self, class_names: Sequence[str], image_key: str = "image") -> None:
-        self.class_names = list(class_names)
-        self.image_key = image_key
-
-    def __call__(self, batch: list[dict], output: list[dict]) -> list[dict]:
-        records = []
-        for item, out in zip(batch, output, strict=True):
-            image = item[self.image_key]
-            record = {"image": str(getattr(image, "meta", {}).get("filename_or_obj", ""))}
-            prob, std = out["pred_prob"].tolist(), out["pred_std"].tolist()
-            record.update({f"prob_{name}": p for name, p in zip(self.class_names, prob, strict=True)})
-            record.update({f"std_{name}": s for name, s in zip(self.class_names, std, strict=True)})
-            records.append(record)
-        return records

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from monai.data import NibabelWriter
 
-from cxrkd_monai.engines.fracture_detections import detect_in_original_pixels
+from cxrkd_monai.transforms.detection import detect_in_original_pixels
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
 __all__ = ["FracturePredictionRecorder", "map_file_name"]
@@ -35,7 +35,7 @@ def map_file_name(image_name: str) -> str:
 
 
 class FracturePredictionRecorder:
-    """``record_fn`` for :class:`~cxrkd_monai.engines.writers.PredictionWriter` in fracture inference.
+    """``record_fn`` for :class:`~cxrkd_monai.handlers.PredictionWriter` in fracture inference.
 
     For each image of a batch it returns one record::
 
@@ -56,7 +56,7 @@ class FracturePredictionRecorder:
         class_names: the K fracture types, in map-channel order.
         output_dir: folder of the ``maps/`` subfolder; ``None`` skips writing maps.
         peak_threshold, nms_kernel_size, max_peaks: detection settings, see
-            :func:`~cxrkd_monai.metrics.froc.find_peaks`.
+            :func:`~cxrkd_monai.transforms.find_peaks`.
         pred_key, image_key, geometry_key: keys of the probability maps in ``engine.state.output`` and of the
             image (its ``filename_or_obj`` metadata names the record) and geometry in ``engine.state.batch``.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ignite.engine import Engine
 
-from cxrkd_monai.engines.folder_lock import FolderLock
+from cxrkd_monai.utils.folder_lock import FolderLock
 
 __all__ = ["InferenceOutputFolder"]
 
@@ -22,8 +22,8 @@ class InferenceOutputFolder:
 
     :meth:`run` does, in order:
 
-    1. locks ``output_dir`` (:class:`~cxrkd_monai.engines.folder_lock.FolderLock`): a second run into the same
-       folder stops with :class:`~cxrkd_monai.engines.folder_lock.FolderInUseError` before touching anything;
+    1. locks ``output_dir`` (:class:`~cxrkd_monai.utils.FolderLock`): a second run into the same
+       folder stops with :class:`~cxrkd_monai.utils.FolderInUseError` before touching anything;
     2. moves everything a previous run left in ``output_dir`` into ``previous/<YYYYmmdd-HHMMSS>/`` (the time of
        its newest entry), so no earlier ``predictions.csv`` can pass for this run's;
     3. runs the engine, whose writers write into :attr:`staging_dir` (``output_dir/.incomplete``);
@@ -39,11 +39,11 @@ class InferenceOutputFolder:
     Example (bundle config)::
 
         "inference_output": {
-            "_target_": "cxrkd_monai.engines.output_folder.InferenceOutputFolder",
+            "_target_": "cxrkd_monai.handlers.InferenceOutputFolder",
             "output_dir": "@output_dir"
         },
         "handlers": [
-            {"_target_": "cxrkd_monai.engines.PredictionWriter", "output_dir": "$@inference_output.staging_dir", ...}
+            {"_target_": "cxrkd_monai.handlers.PredictionWriter", "output_dir": "$@inference_output.staging_dir", ...}
         ],
         "run": ["$@inference_output.run(@evaluator)"]
     """

@@ -9,7 +9,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 
 from cxrkd_monai.data.failed_items import FAILED_ITEMS_KEY
-from cxrkd_monai.engines.writers import write_csv_atomically
+from cxrkd_monai.utils.atomic_files import write_csv_atomically
 
 __all__ = ["PARTIAL_FAILURE_EXIT_CODE", "FailedItemsWriter", "skip_batches_without_items"]
 
@@ -87,7 +87,7 @@ def skip_batches_without_items(engine: Any, batchdata: dict) -> dict | None:
     """``iteration_update`` for a MONAI evaluator: its own iteration, except for a batch in which every item failed.
 
     Such a batch holds nothing to predict once :class:`FailedItemsWriter` has taken its ``failed_items``; the
-    iteration then returns ``None`` as output, which :class:`~cxrkd_monai.engines.PredictionWriter` skips.
+    iteration then returns ``None`` as output, which :class:`~cxrkd_monai.handlers.PredictionWriter` skips.
     """
     if not batchdata:
         return None

@@ -1,0 +1,3 @@
+"""Inferers: Monte Carlo sampling of the VKD image-only prior."""
+
+from .monte_carlo import MonteCarloPriorInferer

@@ -1,0 +1,103 @@
+"""Ignite metric of the AALS student stage: how much of the record-positive maps the sharpened targets raise."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+
+__all__ = ["PseudoPositiveRate"]
+
+logger = logging.getLogger(__name__)
+
+
+class PseudoPositiveRate(Metric):
+    """What the stage-2 targets make of the record-positive maps without regions (D_P maps), per epoch.
+
+    A D_P map is an (image, fracture type) pair whose record is positive and which has no region, so the
+    teacher labels it (see :class:`~cxrkd_monai.engines.TeacherStudentTrainer`). Three
+    figures show whether sharpening acted and whether it ran away:
+
+    - the metric value, the *pseudo-positive rate*: the fraction of D_P maps whose target peak exceeds
+      ``threshold``. A teacher that collapses to all-negative pseudo-labels reads near 0;
+    - ``raised_fraction_name``: the fraction of D_P pixels whose target is above the teacher's value, i.e.
+      that sharpening raised (0 for ``"none"``; for AALS, the pixels above its fixed point);
+    - ``positive_area_name``: the fraction of D_P pixels whose target exceeds ``threshold``. Fractures are
+      small, so this must stay a small share of the image; creeping towards 1 means the pseudo-labels
+      have drifted to "fracture everywhere".
+
+    Each figure is ``nan`` in an epoch without D_P maps.
+
+    Input (after ``output_transform``): ``(dp_target, dp_teacher, dp_mask)``, the ``(N, K, *S)`` target and
+    teacher probability maps and the bool ``(N, K)`` mask of D_P maps of a batch (``N`` may be 0), as
+    :class:`~cxrkd_monai.engines.TeacherStudentTrainer` stores them.
+
+    Args:
+        threshold: a target above this counts as positive (peak for the rate, pixel for the area).
+        raised_fraction_name: ``engine.state.metrics`` key of the raised-pixel fraction.
+        positive_area_name: ``engine.state.metrics`` key of the positive-area fraction.
+        output_transform: picks ``(dp_target, dp_teacher, dp_mask)`` from ``engine.state.output``.
+        device: where the counters live (the trainer's device under DDP).
+
+    Example (bundle JSON)::
+
+        "key_train_metric": {"pseudo_positive_rate": {
+            "_target_": "cxrkd_monai.metrics.PseudoPositiveRate"}}
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        raised_fraction_name: str = "dp_raised_fraction",
+        positive_area_name: str = "dp_positive_area",
+        output_transform: Callable = lambda output: (output["dp_target"], output["dp_teacher"], output["dp_mask"]),
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.threshold = threshold
+        self.raised_fraction_name = raised_fraction_name
+        self.positive_area_name = positive_area_name
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._maps = torch.tensor(0.0, device=self._device)
+        self._pseudo_positive = torch.tensor(0.0, device=self._device)
+        self._pixels = torch.tensor(0.0, device=self._device)
+        self._raised = torch.tensor(0.0, device=self._device)
+        self._positive_area = torch.tensor(0.0, device=self._device)
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[torch.Tensor]) -> None:
+        target, teacher, mask = (torch.as_tensor(v).detach() for v in output)
+        if target.ndim < 3 or teacher.shape != target.shape or mask.shape != target.shape[:2]:
+            raise ValueError(
+                f"PseudoPositiveRate expects dp_target (N, K, *S), dp_teacher of the same shape and dp_mask "
+                f"(N, K), got {tuple(target.shape)}, {tuple(teacher.shape)} and {tuple(mask.shape)}."
+            )
+        mask = mask.to(self._device).bool()
+        target, teacher = target.to(self._device).flatten(2)[mask], teacher.to(self._device).flatten(2)[mask]
+        self._maps += len(target)
+        self._pseudo_positive += (target.amax(dim=-1) > self.threshold).sum()
+        self._pixels += target.numel()
+        self._raised += (target > teacher).sum()
+        self._positive_area += (target > self.threshold).sum()
+
+    @sync_all_reduce("_maps", "_pseudo_positive", "_pixels", "_raised", "_positive_area")
+    def compute(self) -> dict[str, float]:
+        maps, pixels = float(self._maps), float(self._pixels)
+        return {
+            "rate": float(self._pseudo_positive) / maps if maps else math.nan,
+            "raised_fraction": float(self._raised) / pixels if pixels else math.nan,
+            "positive_area": float(self._positive_area) / pixels if pixels else math.nan,
+        }
+
+    def completed(self, engine: Engine, name: str) -> None:
+        result = self.compute()
+        engine.state.metrics[name] = result["rate"]
+        engine.state.metrics[self.raised_fraction_name] = result["raised_fraction"]
+        engine.state.metrics[self.positive_area_name] = result["positive_area"]
