@@ -30,6 +30,15 @@ def pack(bundle_dir: str, output_zip: str, include_weights: bool = False):
     return str(pack_bundle(bundle_dir, output_zip, include_weights=include_weights))
 
 
+def cache(bundle_dir: str, num_workers: int = 4, **options):
+    """Pre-build a bundle's preprocessed image cache (training and validation datalists by default) with a
+    progress bar; pass the run's overrides (``--dataset_dir``, ``--image_size``, ``--cache_dir``, ...)."""
+    from cxrkd_monai.data.preprocessed_cache import build_bundle_cache
+
+    reports = build_bundle_cache(bundle_dir, num_workers=num_workers, **options)
+    return {name: {**vars(report), "failed": len(report.failed)} for name, report in reports.items()}
+
+
 def demo(output_dir: str = "demo_output", **options):
     """Run the main job: generate data, train/evaluate/infer both bundles, print the results."""
     from cxrkd_monai.demo import run_demo
@@ -38,7 +47,7 @@ def demo(output_dir: str = "demo_output", **options):
 
 
 def main() -> None:
-    fire.Fire({"phantom": phantom, "prepare": prepare, "pack": pack, "demo": demo})
+    fire.Fire({"phantom": phantom, "prepare": prepare, "pack": pack, "cache": cache, "demo": demo})
 
 
 if __name__ == "__main__":
