@@ -1,6 +1,7 @@
 from .collate import collate_with_annotations
 from .datalist import load_class_names, load_datalist
 from .dataset import ItemNamingCacheDataset
+from .embedding_store import EmbeddingStore
 from .failed_items import FAILED_ITEMS_KEY, DropFailedItems, FailureTolerantDataset
 from .labels import CHEXPERT_CLASSES, FRACTURE_CLASSES, LabelHarmoniser
 from .phantom import generate_phantom_dataset

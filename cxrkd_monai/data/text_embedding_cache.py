@@ -1,56 +1,56 @@
-"""Encode each report once: an in-memory and on-disk cache of frozen text-encoder features.
+"""Encode each report once: an in-memory or memory-mapped on-disk cache of frozen text-encoder features.
 
 A frozen encoder maps a text to the same feature in every epoch and every run, so training pays for
-the text encoder once per unique report. Files live under ``cache_dir/<sha256(encoder.identity)>/``, so a
-different model, checkpoint or ``max_length`` never reads another encoder's features.
+the text encoder once per unique report. On disk, the features of one encoder live in a single
+:class:`~cxrkd_monai.data.embedding_store.EmbeddingStore` file,
+``cache_dir/<sha256(encoder.identity)>/embeddings.bin``, keyed by the SHA-256 of the text, so a different
+model, checkpoint or ``max_length`` never reads another encoder's features, and a datalist with hundreds of
+thousands of reports costs one file, paged in on demand.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from cxrkd_monai.data.embedding_store import EmbeddingStore
 from cxrkd_monai.errors import require_utf8
+from cxrkd_monai.utils.atomic_files import write_text_atomically
 
 if TYPE_CHECKING:
     from cxrkd_monai.networks.text_encoder import MeanPoolingTextEncoder
 
 __all__ = ["TextEmbeddingCache"]
 
-logger = logging.getLogger(__name__)
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+STORE_NAME = "embeddings.bin"
 
 
 class TextEmbeddingCache:
     """Text features ``(B, D)`` computed by ``encoder`` at most once per unique text and encoder identity.
 
-    Only texts missing from memory and disk are sent to the encoder, ``batch_size`` at a time. Files are
-    written atomically (a temporary file renamed into place), so concurrent workers or ranks sharing
-    ``cache_dir`` never read a half-written feature; a file that cannot be read is re-encoded with a
-    warning naming it. An encoder that is being fine-tuned bypasses the cache: its features change every
-    step and must carry gradients.
+    Only texts missing from the cache are sent to the encoder, ``batch_size`` at a time. With ``cache_dir``,
+    features go to one memory-mapped store per encoder identity, shared safely by concurrent data-loader
+    workers and DDP ranks: appends are locked, a partial append is never read, and a truncated or corrupt
+    store is repaired with a warning naming it, its lost features encoded again (see
+    :class:`~cxrkd_monai.data.embedding_store.EmbeddingStore`). An encoder that is being fine-tuned bypasses
+    the cache: its features change every step and must carry gradients.
 
     Args:
         encoder: the text encoder; its ``identity`` keys the cache.
-        cache_dir: folder for the ``.npy`` files; ``None`` keeps the cache in memory only.
+        cache_dir: folder for the stores; ``None`` keeps the cache in memory only.
         batch_size: maximum number of texts per encoder call.
 
     Input: ``B`` strings, each encodable as UTF-8 (a lone surrogate raises
     :class:`~cxrkd_monai.errors.InvalidItemError` naming its position in the batch; ``ValidateVKDItemd`` and
     ``load_datalist`` reject such a report earlier, naming its item).
-    Output: ``(B, encoder.output_dim)`` float32 on the CPU (for a frozen encoder), row ``i`` for ``texts[i]``.
+    Output: ``(B, encoder.output_dim)`` float32 on the CPU (for a frozen encoder), row ``i`` for ``texts[i]``,
+    bit-identical to what the encoder returned when the text was first encoded.
 
     Attributes:
         encoder_calls: number of texts sent to the encoder so far.
@@ -76,7 +76,8 @@ class TextEmbeddingCache:
         self.batch_size = batch_size
         self.encoder_calls = 0
         self.hits = 0
-        self._memory: dict[tuple[str, str], Tensor] = {}
+        self._memory: dict[tuple[str, bytes], Tensor] = {}
+        self._stores: dict[str, EmbeddingStore] = {}
 
     def __call__(self, texts: Sequence[str]) -> Tensor:
         if isinstance(texts, str) or len(texts) == 0:
@@ -88,73 +89,42 @@ class TextEmbeddingCache:
         if not self.encoder.is_frozen:
             self.encoder_calls += len(texts)
             return self.encoder(texts)
-        encoder_key = _sha256(self.encoder.identity)
-        missing = [text for text in dict.fromkeys(texts) if not self._recall(encoder_key, text)]
+        encoder_key = hashlib.sha256(self.encoder.identity.encode("utf-8")).hexdigest()
+        digests = [hashlib.sha256(text.encode("utf-8")).digest() for text in texts]
+        unique = dict(zip(digests, texts))
+        missing = [digest for digest, known in zip(unique, self._known(encoder_key, list(unique))) if not known]
         for start in range(0, len(missing), self.batch_size):
-            self._encode_and_store(encoder_key, missing[start : start + self.batch_size])
+            chunk = missing[start : start + self.batch_size]
+            with torch.no_grad():
+                features = self.encoder([unique[digest] for digest in chunk])
+            self.encoder_calls += len(chunk)
+            self._keep(encoder_key, chunk, features.detach().to(device="cpu", dtype=torch.float32))
         self.hits += len(texts) - len(missing)
-        return torch.stack([self._memory[(encoder_key, text)] for text in texts])
+        return self._recall(encoder_key, digests)
 
-    def _recall(self, encoder_key: str, text: str) -> bool:
-        """Whether ``text`` is available, loading it from disk into memory when needed."""
-        if (encoder_key, text) in self._memory:
-            return True
+    def _known(self, encoder_key: str, digests: list[bytes]) -> list[bool]:
         if self.cache_dir is None:
-            return False
-        path = self._path(encoder_key, text)
-        if not path.exists():
-            return False
-        try:
-            feature = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            logger.warning(
-                "Text embedding cache file %s is unreadable (%s); encoding the text again.", path, error
-            )
-            return False
-        if (
-            feature.shape != (self.encoder.output_dim,)
-            or feature.dtype != np.float32
-            or not np.isfinite(feature).all()
-        ):
-            logger.warning(
-                "Text embedding cache file %s holds %s %s, expected finite float32 (%d,); encoding it again.",
-                path,
-                feature.dtype,
-                feature.shape,
-                self.encoder.output_dim,
-            )
-            return False
-        self._memory[(encoder_key, text)] = torch.from_numpy(feature)
-        return True
+            return [(encoder_key, digest) in self._memory for digest in digests]
+        return (self._store(encoder_key).rows(digests) >= 0).tolist()
 
-    def _encode_and_store(self, encoder_key: str, texts: list[str]) -> None:
-        with torch.no_grad():
-            features = self.encoder(texts).detach().to(device="cpu", dtype=torch.float32)
-        self.encoder_calls += len(texts)
-        if self.cache_dir is not None:
-            self._write_identity(encoder_key)
-        for text, feature in zip(texts, features):
-            self._memory[(encoder_key, text)] = feature.clone()
-            if self.cache_dir is not None:
-                self._write_atomic(self._path(encoder_key, text), feature.numpy())
+    def _keep(self, encoder_key: str, digests: list[bytes], features: Tensor) -> None:
+        if self.cache_dir is None:
+            self._memory.update({(encoder_key, digest): feature.clone() for digest, feature in zip(digests, features)})
+        else:
+            self._store(encoder_key).append(digests, features.numpy())
 
-    def _path(self, encoder_key: str, text: str) -> Path:
-        return self.cache_dir / encoder_key / f"{_sha256(text)}.npy"
+    def _recall(self, encoder_key: str, digests: list[bytes]) -> Tensor:
+        if self.cache_dir is None:
+            return torch.stack([self._memory[(encoder_key, digest)] for digest in digests])
+        store = self._store(encoder_key)
+        return torch.from_numpy(store.read(store.rows(digests)))
 
-    def _write_identity(self, encoder_key: str) -> None:
-        """Record the readable encoder identity next to its features, for whoever inspects the folder."""
-        path = self.cache_dir / encoder_key / "identity.txt"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.encoder.identity + "\n")
-
-    @staticmethod
-    def _write_atomic(path: Path, array: np.ndarray) -> None:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, array, allow_pickle=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    def _store(self, encoder_key: str) -> EmbeddingStore:
+        """The store of this encoder identity, with the readable identity written next to it once."""
+        if encoder_key not in self._stores:
+            folder = self.cache_dir / encoder_key
+            identity = folder / "identity.txt"
+            if not identity.exists():
+                write_text_atomically(identity, self.encoder.identity + "\n")
+            self._stores[encoder_key] = EmbeddingStore(folder / STORE_NAME, dim=self.encoder.output_dim)
+        return self._stores[encoder_key]

@@ -6,6 +6,7 @@ from .detection import (
     output_stride_of,
     peaks_to_grid,
 )
+from .device_augmentation import BatchAugmentd
 from .fracture_annotations import EncodeFractureAnnotationsd
 from .geometry import Letterboxd, LetterboxGeometry
 from .io import IntensityRangeWarning, LoadCXR, LoadCXRd, PhotometricMismatchWarning, UnreadableImageError

@@ -1,11 +1,12 @@
 import hashlib
 import logging
+import random
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from cxrkd_monai.data.embedding_store import HEADER_DTYPE, EmbeddingStore, record_dtype
 from cxrkd_monai.data.text_embedding_cache import TextEmbeddingCache
 from cxrkd_monai.errors import InvalidItemError
 
@@ -67,8 +68,8 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def feature_file(cache_dir, encoder, text):
-    return cache_dir / sha256(encoder.identity) / f"{sha256(text)}.npy"
+def store_file(cache_dir, encoder):
+    return cache_dir / sha256(encoder.identity) / "embeddings.bin"
 
 
 def test_each_unique_text_is_encoded_once_over_epochs():
@@ -88,17 +89,19 @@ def test_each_unique_text_is_encoded_once_over_epochs():
     assert [len(batch) for batch in encoder.batches] == [2, 1, 2]
 
 
-def test_second_cache_on_same_directory_encodes_nothing(tmp_path):
+def test_second_cache_on_same_directory_encodes_nothing_and_reads_bit_identical_features(tmp_path):
     first = TextEmbeddingCache(BagOfBytesEncoder(), cache_dir=tmp_path)
     expected = first(REPORTS)
     encoder = BagOfBytesEncoder()
-    for text in REPORTS:
-        assert feature_file(tmp_path, encoder, text).is_file()
+    store = store_file(tmp_path, encoder)
+    # one file for all reports: a header and one fixed-width record per report
+    assert store.stat().st_size == HEADER_DTYPE.itemsize + len(REPORTS) * record_dtype(DIM).itemsize
     assert (tmp_path / sha256(encoder.identity) / "identity.txt").read_text().strip() == encoder.identity
     assert not list(tmp_path.rglob("*.tmp"))
 
     second = TextEmbeddingCache(encoder, cache_dir=tmp_path)
-    torch.testing.assert_close(second(REPORTS), expected)
+    features = second(REPORTS[::-1])
+    assert features.flip(0).numpy().tobytes() == expected.numpy().tobytes()
     assert second.encoder_calls == 0 and second.hits == len(REPORTS)
     assert encoder.batches == []
 
@@ -114,7 +117,7 @@ def test_new_text_or_new_encoder_identity_is_encoded_again(tmp_path):
     other = TextEmbeddingCache(shorter, cache_dir=tmp_path)
     features = other(REPORTS)
     assert other.encoder_calls == len(REPORTS)
-    assert feature_file(tmp_path, shorter, REPORTS[0]).is_file()
+    assert store_file(tmp_path, shorter).is_file() and store_file(tmp_path, BagOfBytesEncoder()).is_file()
     # "Left pleural effusion." and "Left ple" differ only beyond max_length=8 for the new encoder.
     torch.testing.assert_close(features[1], other(["Left ple"])[0], atol=BATCH_ATOL, rtol=0)
 
@@ -138,27 +141,76 @@ def test_fine_tuned_encoder_bypasses_the_cache(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def cut_last_record(path):
+    path.write_bytes(path.read_bytes()[:-5])
+
+
+def flip_a_byte_of_record_3(path):
+    data = bytearray(path.read_bytes())
+    data[HEADER_DTYPE.itemsize + 3 * record_dtype(DIM).itemsize + 40] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def overwrite_header(path):
+    data = bytearray(path.read_bytes())
+    data[:8] = b"garbage!"
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
-    "corrupt",
+    "corrupt, lost, message",
     [
-        lambda path: path.write_bytes(b"\x93NUMPY truncated"),
-        lambda path: np.save(path, np.zeros(DIM + 1, dtype=np.float32)),
-        lambda path: np.save(path, np.full(DIM, np.nan, dtype=np.float32)),
+        (cut_last_record, [4], "ends in a partial record"),
+        (flip_a_byte_of_record_3, [3], "record 3 fails its checksum"),
+        (overwrite_header, [0, 1, 2, 3, 4], "rebuilding it"),
     ],
-    ids=["garbage", "wrong-shape", "nan"],
+    ids=["truncated", "flipped-byte", "bad-header"],
 )
-def test_corrupt_file_is_encoded_again_with_a_warning(tmp_path, caplog, corrupt):
+def test_damaged_store_is_repaired_with_a_warning_and_only_lost_texts_are_encoded(
+    tmp_path, caplog, corrupt, lost, message
+):
     expected = TextEmbeddingCache(BagOfBytesEncoder(), cache_dir=tmp_path)(REPORTS)
-    path = feature_file(tmp_path, BagOfBytesEncoder(), REPORTS[3])
+    path = store_file(tmp_path, BagOfBytesEncoder())
     corrupt(path)
-    cache = TextEmbeddingCache(BagOfBytesEncoder(), cache_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="cxrkd_monai.data.text_embedding_cache"):
+    encoder = BagOfBytesEncoder()
+    cache = TextEmbeddingCache(encoder, cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="cxrkd_monai.data.embedding_store"):
         features = cache(REPORTS)
-    assert cache.encoder_calls == 1
-    assert str(path) in caplog.text
-    # The re-encoded text went through the encoder alone, the expected features in a batch of five.
+    assert message in caplog.text and str(path) in caplog.text
+    assert encoder.batches == [[REPORTS[index] for index in lost]]
+    # Re-encoded texts went through the encoder in another batch composition than the expected features.
     torch.testing.assert_close(features, expected, atol=BATCH_ATOL, rtol=0)
-    np.testing.assert_allclose(np.load(path), expected[3].numpy(), atol=BATCH_ATOL, rtol=0)
+    kept = [index for index in range(len(REPORTS)) if index not in lost]
+    assert features[kept].numpy().tobytes() == expected[kept].numpy().tobytes()
+
+    reopened = TextEmbeddingCache(BagOfBytesEncoder(), cache_dir=tmp_path)
+    assert reopened(REPORTS).numpy().tobytes() == features.numpy().tobytes()
+    assert reopened.encoder_calls == 0
+
+
+def test_100k_items_encode_each_of_1k_unique_reports_once(tmp_path):
+    unique = [f"Report {index}: {'left' if index % 2 else 'right'} lower lobe opacity." for index in range(1000)]
+    rng = random.Random(0)
+    items = unique + [rng.choice(unique) for _ in range(99_000)]
+    rng.shuffle(items)
+    encoder = BagOfBytesEncoder()
+    cache = TextEmbeddingCache(encoder, cache_dir=tmp_path)
+    batch_size = 30
+    checked = {}
+    for start in range(0, len(items), batch_size):
+        texts = items[start : start + batch_size]
+        features = cache(texts)
+        if start % 3000 == 0:
+            checked.update(zip(texts, features))
+    encoded = [text for batch in encoder.batches for text in batch]
+    assert len(encoded) == len(set(encoded)) == len(unique) and set(encoded) == set(unique)
+    assert cache.encoder_calls == len(unique) and cache.hits == len(items) - len(unique)
+    with torch.no_grad():
+        reference = encoder.projection(byte_counts(list(checked), MAX_LENGTH))
+    torch.testing.assert_close(torch.stack(list(checked.values())), reference, atol=BATCH_ATOL, rtol=0)
+    store = EmbeddingStore(store_file(tmp_path, encoder), DIM)
+    store.refresh()
+    assert len(store) == len(unique)
 
 
 def test_invalid_arguments_are_rejected():
