@@ -1,5 +1,5 @@
 """Knowledge distillation for chest X-rays (VKD classification, AALS fracture detection) as MONAI bundles."""
 
-from . import bundle, data, engines, handlers, inferers, losses, metrics, networks, transforms, utils
+from . import bundle, data, engines, handlers, inferers, losses, metrics, networks, transforms, utils, visualize
 
 __version__ = "0.1.0"

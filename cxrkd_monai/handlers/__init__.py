@@ -18,4 +18,5 @@ from .metrics_writer import MetricsWriter
 from .onnx_backend import BACKENDS, OnnxRuntimeBackend, OnnxRuntimeModule, export_to_onnxruntime
 from .output_folder import InferenceOutputFolder
 from .prediction_writer import PredictionWriter
+from .saliency_writer import SaliencyWriter
 from .vkd_prediction_records import VKDPredictionRecords

@@ -115,6 +115,7 @@ class VKDNet(nn.Module):
     Shapes:
         - :meth:`forward`: ``(B, in_channels, *spatial)`` -> probabilities ``(B, C)``.
         - :meth:`sample_probabilities`: ``(B, in_channels, *spatial)`` -> ``(max(L, 1), B, C)``.
+        - :meth:`sample_logits`: the same shape, before the sigmoid.
         - :meth:`forward_train`: image and text features ``(B, text_feature_dim)`` -> :class:`VKDOutput`.
 
     Example::
@@ -181,9 +182,18 @@ class VKDNet(nn.Module):
         ``num_samples=0`` gives ``(1, B, C)`` at ``z = mu_p``. The spread over the first axis is the
         per-class predictive uncertainty.
         """
+        return torch.sigmoid(self.sample_logits(image, num_samples))
+
+    @torch.jit.export
+    def sample_logits(self, image: Tensor, num_samples: int) -> Tensor:
+        """The classifier logits ``(max(num_samples, 1), B, C)`` behind :meth:`sample_probabilities`.
+
+        ``num_samples=0`` gives the deterministic logits at ``z = mu_p``, the score that saliency methods
+        differentiate (:class:`~cxrkd_monai.visualize.VKDSaliency`).
+        """
         features = self.encode_image(image)
         mu, logvar = self.prior(features)
-        return torch.sigmoid(self._classify(self._draw(mu, logvar, num_samples), features))
+        return self._classify(self._draw(mu, logvar, num_samples), features)
 
     def forward_train(self, image: Tensor, text_features: Tensor | None, num_samples: int = 1) -> VKDOutput:
         """Prior and (when ``text_features`` is given) posterior distributions and sampled logits.

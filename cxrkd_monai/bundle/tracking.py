@@ -1,0 +1,94 @@
+"""Helpers the bundles' MLflow tracking settings (``configs/mlflow_tracking.json``) call from config expressions.
+
+``python -m monai.bundle run ... --tracking configs/mlflow_tracking.json`` patches the run's config with
+``MLFlowHandler`` s (MONAI's ``ConfigWorkflow.patch_bundle_tracking``) and first writes the executed config, every
+override included, as ``<output_dir>/config_<timestamp>.json``. These functions name the MLflow run, find that
+file to log it as an artifact, and read the bundle's hyperparameters from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["bundle_parameters", "executed_config_file", "training_scalars", "tracking_run_name"]
+
+_MLFLOW_PARAM_VALUE_LIMIT = 6000
+"""MLflow's limit on the length of a parameter value."""
+
+
+def tracking_run_name(prefix: str = "run") -> str:
+    """A run name unique to this process, ``<prefix>_<YYYYmmdd_HHMMSS>_<pid>``.
+
+    The trainer's and the validator's ``MLFlowHandler`` find their shared run by this name; without one each
+    would take the oldest unfinished run of the experiment, which may belong to an earlier, interrupted run.
+    """
+    return f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
+
+
+def executed_config_file(output_dir: str | Path) -> str:
+    """The newest ``config_*.json`` in ``output_dir``: the executed config MONAI's tracking patch just wrote.
+
+    Raises:
+        FileNotFoundError: naming ``output_dir`` when it holds no such file (tracking was not enabled with
+            ``save_execute_config`` true).
+    """
+    candidates = sorted(Path(output_dir).glob("config_*.json"), key=lambda path: path.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(
+            f"No executed config (config_*.json) in {str(output_dir)!r}: run with --tracking and save_execute_config "
+            "true, which writes it there."
+        )
+    return str(candidates[-1])
+
+
+def _is_literal(value: object) -> bool:
+    if isinstance(value, str):
+        return not value.startswith(("$", "@", "%"))
+    if isinstance(value, bool | int | float) or value is None:
+        return True
+    return isinstance(value, list) and all(_is_literal(v) and not isinstance(v, list | dict) for v in value)
+
+
+def bundle_parameters(config_file: str | Path) -> dict[str, str]:
+    """The top-level literal settings of an executed bundle config, as MLflow parameters.
+
+    A bundle defines its hyperparameters once at the top (``learning_rate``, ``epochs``, ``image_size``, ...);
+    those whose value is a literal (a number, string, boolean, null or a flat list of them) are returned as
+    strings, lists as JSON. Expressions, references, components and section dicts are left out: they are code
+    or structure, recorded whole in the config artifact. So are the tracking settings themselves
+    (``tracking_*``, ``save_execute_config``).
+    """
+    config = json.loads(Path(config_file).read_text())
+    parameters = {}
+    for key, value in config.items():
+        if key.startswith(("_", "tracking_")) or key == "save_execute_config":
+            continue
+        if isinstance(value, dict) or not _is_literal(value):
+            continue
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        if len(text) <= _MLFLOW_PARAM_VALUE_LIMIT:
+            parameters[key] = text
+    return parameters
+
+
+def training_scalars(output: Mapping[str, Any], prefix: str = "train_") -> dict[str, float]:
+    """The scalar entries of a trainer's (not decollated) ``engine.state.output``, named ``<prefix><key>``.
+
+    The bundles' trainers keep their output a dict (``loss`` and, for VKD, the loss terms ``bce_posterior``,
+    ``kl`` and ``bce_prior``); MONAI's default tracking settings expect a decollated list instead. Tensors with
+    more than one element (images, predictions) are left out.
+    """
+    scalars = {}
+    for key, value in output.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            scalars[f"{prefix}{key}"] = float(value.detach())
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            scalars[f"{prefix}{key}"] = float(value)
+    return scalars
