@@ -1,6 +1,7 @@
 """Ignite event handlers: checkpoints and resume, guards, writers, the ONNX Runtime backend, schedules."""
 
-from .attribute_schedule import AttributeScheduleHandler
+from .bootstrap_intervals import BootstrapIntervals
+from .calibration_fitter import CalibrationFitter, fit_calibration
 from .checkpointing import (
     AtomicCheckpointSaver,
     BestMetricState,

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
+from cxrkd_monai.metrics.rank_auroc import rank_auroc
 
 __all__ = ["AUROC_AVERAGES", "MultiLabelAUROC", "MultiLabelAUROCMetric", "micro_auroc", "per_class_auroc"]
 
@@ -22,8 +22,12 @@ ArrayLike = np.ndarray | torch.Tensor
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AUROC of 1-D ``scores`` against ``labels``; ``nan`` when the labels hold one value only."""
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else math.nan
+    """AUROC of 1-D ``scores`` against ``labels``; ``nan`` when the labels hold one value only.
+
+    The rank-sum form equals scikit-learn's ``roc_auc_score`` and is fast enough for the bootstrap intervals of
+    evaluation, which recompute every class's AUROC on each resample.
+    """
+    return rank_auroc(labels, scores)
 
 
 def per_class_auroc(scores: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None) -> list[float]:

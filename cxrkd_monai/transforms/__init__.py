@@ -1,3 +1,10 @@
+from .calibration import (
+    CALIBRATION_FILENAME,
+    CalibrateProbabilitiesd,
+    Calibration,
+    calibration_file_beside,
+    temperature_scale,
+)
 from .detection import (
     annotations_to_original,
     detect_in_original_pixels,

@@ -1,0 +1,154 @@
+"""Patient-level bootstrap confidence intervals of an evaluator's multi-label metrics, for ``metrics.json``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from cxrkd_monai.metrics.bootstrap import bootstrap_intervals
+from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, observed_entries
+
+__all__ = ["BootstrapIntervals"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _warnings_silenced(metric_logger: logging.Logger) -> Iterator[None]:
+    """A metric warns of a class it cannot score; on resamples that is expected, and said once per metric already."""
+    level = metric_logger.level
+    metric_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        metric_logger.setLevel(level)
+
+
+class BootstrapIntervals:
+    """Bootstrap intervals of every masked multi-label metric of an evaluator, resampling patients.
+
+    At completion each metric of ``metrics`` (the evaluator's own handlers, e.g. ``val_macro_auroc``, ``micro_auroc``,
+    ``macro_f1_at_0.5``, ``ece``) is recomputed on resamples of the images it accumulated, with the function that
+    computed it (its ``compute_observed``: the same threshold, bins and observed labels), and so are its per-class
+    values (``val_macro_auroc_<class>``). The images of one patient (``group_key`` of each batch item, ``patient_id``
+    in the datalists) enter and leave a resample together; an item without a patient is its own cluster, and with no
+    patient at all the images are resampled. Other metrics (FROC) are left out, with a log line naming them.
+
+    :meth:`summary` gives the result for :class:`~cxrkd_monai.handlers.MetricsWriter`'s ``extra``::
+
+        {"bootstrap": {"num_resamples", "seed", "confidence", "unit": "patient" | "image", "num_units",
+                       "intervals": {metric name: {"estimate", "lower", "upper", "num_defined"}}}}
+
+    Attach it before the ``MetricsWriter`` (handlers run in the order given). The evaluation must run in one process
+    (``evaluate.json``): the patients of the items are collected locally.
+
+    Args:
+        metrics: name -> metric handler, as given to the evaluator.
+        num_resamples: bootstrap resamples.
+        confidence: coverage of the intervals.
+        seed: resampling seed; the same seed gives every metric, and every model evaluated on the same items, the
+            same resamples.
+        group_key: the batch item key holding the patient.
+        image_key: the batch key of the images, which counts the items of a collated batch without patients.
+
+    Example (bundle JSON)::
+
+        "bootstrap_intervals": {"_target_": "cxrkd_monai.handlers.BootstrapIntervals",
+                                "metrics": "${**@validate#key_metric, **@validate#additional_metrics}",
+                                "num_resamples": "@bootstrap_samples", "confidence": "@bootstrap_level",
+                                "seed": "@bootstrap_seed"}
+    """
+
+    def __init__(
+        self,
+        metrics: Mapping[str, Any],
+        num_resamples: int = 1000,
+        confidence: float = 0.95,
+        seed: int = 0,
+        group_key: str = "patient_id",
+        image_key: str = "image",
+    ) -> None:
+        self.metrics = {name: h for name, h in metrics.items() if isinstance(h, MaskedMultiLabelHandler)}
+        self.skipped = sorted(set(metrics) - set(self.metrics))
+        self.num_resamples, self.confidence, self.seed = int(num_resamples), float(confidence), int(seed)
+        self.group_key, self.image_key = group_key, image_key
+        self.groups: list[Hashable | None] = []
+        self.result: dict[str, Any] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._compute)
+
+    def _reset(self, engine: Engine) -> None:
+        self.groups, self.result = [], {}
+
+    def _collect(self, engine: Engine) -> None:
+        if engine.state.output is None:
+            return
+        batch = engine.state.batch
+        if isinstance(batch, dict):  # a collated batch (the fracture evaluator does not decollate)
+            groups = batch.get(self.group_key)
+            self.groups.extend(groups if groups is not None else [None] * len(batch[self.image_key]))
+        else:
+            self.groups.extend(item.get(self.group_key) for item in batch)
+
+    def _cluster_ids(self) -> tuple[list[Hashable] | None, str]:
+        missing = sum(group is None for group in self.groups)
+        if missing == len(self.groups):
+            return None, "image"
+        if missing:
+            logger.warning(
+                "%d of %d evaluated items carry no %s; each is its own cluster in the bootstrap.",
+                missing, len(self.groups), self.group_key,
+            )  # fmt: skip
+        return [(None, i) if g is None else str(g) for i, g in enumerate(self.groups)], "patient"
+
+    def _compute(self, engine: Engine) -> None:
+        if self.skipped:
+            logger.info("Bootstrap intervals leave out %d metric(s) that are not multi-label: %s", len(self.skipped),
+                        self.skipped)  # fmt: skip
+        groups, unit = self._cluster_ids()
+        intervals = {}
+        for name, handler in self.metrics.items():
+            metric = handler.metric_fn
+            scores, labels, observed = observed_entries(*metric.get_buffer())
+            if len(scores) != len(self.groups):
+                raise RuntimeError(
+                    f"Metric {name} holds {len(scores)} images but {len(self.groups)} were evaluated; bootstrap "
+                    "intervals need a single-process evaluation."
+                )
+            reported = dict(metric.per_class)
+
+            def statistic(
+                index: np.ndarray, metric=metric, name=name, scores=scores, labels=labels, observed=observed
+            ) -> dict[str, float]:
+                value = metric.compute_observed(scores[index], labels[index], observed[index])
+                return {name: value, **{f"{name}_{c}": v for c, v in metric.per_class.items()}}
+
+            with _warnings_silenced(logging.getLogger(type(metric).__module__)):
+                found = bootstrap_intervals(
+                    statistic, len(scores), self.num_resamples, self.confidence, self.seed, groups
+                )
+            metric.per_class = reported
+            intervals.update({key: interval.as_dict() for key, interval in found.items()})
+        num_units = len(self.groups) if groups is None else len(set(groups))
+        self.result = {
+            "num_resamples": self.num_resamples,
+            "seed": self.seed,
+            "confidence": self.confidence,
+            "unit": unit,
+            "num_units": num_units,
+            "intervals": intervals,
+        }
+        logger.info("Bootstrap intervals of %d values over %d %ss (%d resamples, seed %d).", len(intervals),
+                    num_units, unit, self.num_resamples, self.seed)  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """``{"bootstrap": {...}}`` of the last evaluation (class docstring), for ``MetricsWriter(extra=...)``."""
+        return {"bootstrap": self.result}
