@@ -1,0 +1,197 @@
+"""``cxrkd report`` on tiny VKD and fracture run folders: the page, its numbers, its figures, its errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from cxrkd_monai.report import write_report
+
+NUM_RESAMPLES = 200
+
+
+class _Tables(HTMLParser):
+    """Rows of every ``<table>`` of a page, keyed by caption then by the row's first cell; and every ``<img src>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, dict[str, list[str]]] = {}
+        self.images: list[str] = []
+        self._caption = self._cell = self._row = None
+        self._in_caption = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._caption = f"table {len(self.tables)}"
+            self.tables[self._caption] = {}
+        elif tag == "caption":
+            self._in_caption, self._text = True, ""
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "caption":
+            self._in_caption = False
+            self.tables[self._text] = self.tables.pop(self._caption)
+            self._caption = self._text
+        elif tag in ("td", "th") and self._row is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._row:
+            self.tables[self._caption][self._row[0]] = self._row[1:]
+            self._row = None
+
+    def handle_data(self, data):
+        if self._in_caption:
+            self._text += data
+        elif self._cell is not None:
+            self._cell += data
+
+
+def parse(path: Path) -> _Tables:
+    parser = _Tables()
+    parser.feed(path.read_text())
+    return parser
+
+
+def table(page: _Tables, caption_start: str) -> dict[str, list[str]]:
+    return next(rows for caption, rows in page.tables.items() if caption.startswith(caption_start))
+
+
+def interval(cell: str) -> tuple[float, float, float]:
+    """``"0.812 [0.741, 0.873]"`` -> (0.812, 0.741, 0.873)."""
+    estimate, low, high = (float(v) for v in re.fullmatch(r"([-+\d.]+) \[([-+\d.]+), ([-+\d.]+)\]", cell).groups())
+    return estimate, low, high
+
+
+@pytest.fixture(scope="module")
+def vkd_report(vkd_runs, phantom, tmp_path_factory) -> Path:
+    return write_report(
+        vkd_runs["vkd"][0],
+        compare=[vkd_runs["baseline"][0]],
+        datalist=phantom / "datalist_vkd.json",
+        output_dir=tmp_path_factory.mktemp("vkd_report"),
+        num_resamples=NUM_RESAMPLES,
+    )
+
+
+@pytest.fixture(scope="module")
+def fracture_report(fracture_run, phantom, tmp_path_factory) -> Path:
+    return write_report(
+        fracture_run[0],
+        datalist=phantom / "datalist_fracture.json",
+        output_dir=tmp_path_factory.mktemp("fracture_report"),
+        num_resamples=NUM_RESAMPLES,
+        **fracture_run[1]["overrides"],
+    )
+
+
+def test_vkd_report_figures_equal_sklearn_and_numpy_on_predictions(vkd_report, vkd_runs):
+    arrays = vkd_runs["vkd"][1]
+    labels, probabilities = arrays["labels"], arrays["probabilities"]
+    metrics = json.loads((vkd_runs["vkd"][0] / "metrics.json").read_text())
+    rows = table(parse(vkd_report), "AUROC per finding")
+    expected = {}
+    for k, name in enumerate(arrays["class_names"]):
+        if 0 < labels[:, k].sum() < len(labels):
+            expected[name] = roc_auc_score(labels[:, k], probabilities[:, k])
+            estimate, low, high = interval(rows[name][2])
+            assert estimate == pytest.approx(expected[name], abs=5e-4)
+            assert low <= estimate <= high
+            assert rows[name][3] == f"{metrics[f'val_macro_auroc_{name}']:.3f}"
+        else:
+            assert rows[name][2] == "n/a"
+        assert rows[name][:2] == [str(len(labels)), str(int(labels[:, k].sum()))]
+    assert interval(rows["Macro AUROC"][2])[0] == pytest.approx(np.mean(list(expected.values())), abs=5e-4)
+    # ECE by hand: 10 equal-width bins over every (image, class) entry
+    p, y = probabilities.ravel(), labels.ravel()
+    bins = np.minimum((p * 10).astype(int), 9)
+    ece = sum((bins == b).mean() * abs(p[bins == b].mean() - y[bins == b].mean()) for b in np.unique(bins))
+    assert interval(rows["ECE (lower is better)"][2])[0] == pytest.approx(ece, abs=5e-4)
+
+
+def test_vkd_report_compares_with_baseline_pairing_the_difference(vkd_report, vkd_runs):
+    ours, theirs = vkd_runs["vkd"][1], vkd_runs["baseline"][1]
+    rows = table(parse(vkd_report), "vkd/eval against baseline/eval")
+    name = ours["class_names"][0]
+    difference = roc_auc_score(ours["labels"][:, 0], ours["probabilities"][:, 0]) - roc_auc_score(
+        theirs["labels"][:, 0], theirs["probabilities"][:, 0]
+    )
+    estimate, low, high = interval(rows[name][2])
+    assert estimate == pytest.approx(difference, abs=5e-4)
+    assert low <= estimate <= high
+    assert {"Macro AUROC"} <= set(rows)
+
+
+def test_every_figure_is_an_embedded_png_also_saved_next_to_the_page(vkd_report, fracture_report):
+    for report, expected in (
+        (vkd_report, {"roc_curves", "pr_curves", "reliability", "uncertainty", "confident_errors"}),
+        (fracture_report, {"froc", "roc_curves", "overlays", "sharpening"}),
+    ):
+        page = parse(report)
+        assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+        for src in page.images:
+            with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as image:
+                image.load()
+                assert min(image.size) > 100
+        saved = {path.stem for path in (report.parent / "figures").glob("*.png")}
+        assert expected <= saved and len(page.images) == len(saved)
+        assert "http://" not in report.read_text() and "https://" not in report.read_text()
+
+
+def test_fracture_report_froc_matches_the_hand_count_and_metrics_json(fracture_report, fracture_run):
+    run_dir, arrays = fracture_run
+    detected = arrays["detected_rib_lesions"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    page = parse(fracture_report)
+    rows = table(page, "Image-level AUROC and FROC score")
+    # five of the eight rib lesions found, no false positive above them: sensitivity 5/8 at every operating point
+    assert rows["rib_fracture"][1] == "8"
+    froc, low, high = interval(rows["rib_fracture"][4])
+    assert froc == pytest.approx(detected / 8, abs=5e-4) == pytest.approx(metrics["val_froc_rib_fracture"])
+    assert low <= froc <= high
+    assert rows["clavicle_fracture"][4] == "n/a"  # no clavicle lesion in this test split
+    rib_auroc = roc_auc_score(arrays["labels"][:, 0], arrays["probabilities"][:, 0])
+    assert interval(rows["rib_fracture"][2])[0] == pytest.approx(rib_auroc, abs=5e-4)
+    sensitivity = table(page, "Sensitivity at each FROC operating point")["rib_fracture"]
+    assert len(sensitivity) == 7 and all(cell.startswith(f"{detected / 8:.2f} [") for cell in sensitivity)
+    text = fracture_report.read_text()
+    assert "pseudo-positive rate 50.0%" in text  # the last epoch's TensorBoard scalar
+    shown = re.search(r"(\d+) of (\d+) panels show the saved probability map", text)
+    assert shown and shown.group(1) == shown.group(2)
+
+
+def test_report_refuses_predictions_of_images_outside_the_datalist(vkd_runs, phantom, tmp_path):
+    run_dir = tmp_path / "eval"
+    shutil.copytree(vkd_runs["vkd"][0], run_dir)
+    rows = (run_dir / "predictions.csv").read_text().splitlines()
+    rows[1] = rows[1].replace(".png", "_elsewhere.png", 1)
+    (run_dir / "predictions.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"1 image\(s\) of .*predictions.csv are not in .*datalist_vkd.json 'test'"):
+        write_report(run_dir, datalist=phantom / "datalist_vkd.json", num_resamples=10)
+
+
+def test_report_refuses_to_compare_runs_of_different_kinds(vkd_runs, fracture_run, phantom):
+    with pytest.raises(ValueError, match="kinds and classes must match"):
+        write_report(
+            vkd_runs["vkd"][0], compare=[fracture_run[0]], datalist=phantom / "datalist_vkd.json", num_resamples=10
+        )
+
+
+def test_report_names_a_missing_output_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "metrics.json"))):
+        write_report(tmp_path)
