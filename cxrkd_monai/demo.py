@@ -18,15 +18,16 @@ import torch
 from monai.bundle import run as bundle_run
 
 from cxrkd_monai.bundle.commands import bundle_arguments
+from cxrkd_monai.bundle.packaged_bundles import bundle_path
 from cxrkd_monai.bundle.trained_bundle import export_trained_bundle
 from cxrkd_monai.data.phantom import generate_phantom_dataset
 from cxrkd_monai.data.synthetic_dicom import write_phantom_dicom_studies
 
-__all__ = ["BUNDLES_DIR", "run_demo"]
+__all__ = ["run_demo"]
 
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
-VKD_BUNDLE = BUNDLES_DIR / "cxr_vkd_classification"
-AALS_BUNDLE = BUNDLES_DIR / "cxr_aals_fracture_detection"
+# package data: the repository's bundles/ in a source checkout, their installed copy in a wheel
+VKD_BUNDLE = bundle_path("cxr_vkd_classification")
+AALS_BUNDLE = bundle_path("cxr_aals_fracture_detection")
 
 logger = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxrkd_monai.bundle.commands import run_bundle_subprocess
+from cxrkd_monai.bundle.packaged_bundles import bundle_path
 from cxrkd_monai.data import load_datalist
 from cxrkd_monai.data.adapters import FracAtlasAdapter
 from cxrkd_monai.data.splits import SPLIT_NAMES
@@ -56,7 +57,7 @@ __all__ = ["MODELS", "ResultsSettings", "TestImageTruth", "read_test_truth", "ru
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AALS_BUNDLE = REPO_ROOT / "bundles" / "cxr_aals_fracture_detection"
+AALS_BUNDLE = bundle_path("cxr_aals_fracture_detection")
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "fracatlas_dev"
 MODELS = (
     ("teacher (stage 1)", "teacher", None),
@@ -207,16 +208,16 @@ class TestImageTruth:
 
 
 def read_test_truth(
-    datalist_path: Path, class_names: list[str], image_size: int, output_stride: int
+    datalist_path: Path, class_names: list[str], image_size: int, output_stride: int, split: str = "test"
 ) -> dict[str, TestImageTruth]:
-    """Ground truth of each test image of the datalist, keyed by resolved image path, in original pixels.
+    """Ground truth of each image of the datalist's ``split``, keyed by resolved image path, in original pixels.
 
     ``image_size`` and ``output_stride`` are the bundle's: they give the letterbox of each image and so the
     hit radius :class:`~cxrkd_monai.metrics.FROCScore` uses.
     """
     images = {}
     map_shape = (image_size // output_stride, image_size // output_stride)
-    for item in load_datalist(str(datalist_path), "test"):
+    for item in load_datalist(str(datalist_path), split):
         with Image.open(item["image"]) as image:
             original_size = image.size  # (width, height): axis 0 is x, as the bundle loads it
         geometry = LetterboxGeometry.fit(original_size, (image_size, image_size))
