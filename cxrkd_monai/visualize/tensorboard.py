@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.data import decollate_batch
 
 __all__ = ["upright_from_engine"]
 
@@ -26,9 +25,10 @@ def upright_from_engine(keys: str | None | Sequence[str | None]) -> Callable[[An
     """Like :func:`monai.handlers.from_engine`, for ``TensorBoardImageHandler``'s batch and output transforms.
 
     Returns a callable that takes ``engine.state.batch`` or ``engine.state.output`` (a decollated list of
-    dicts, or a collated dict) and gives, for each key, the list of per-item values with every ``(C, W, H)``
-    image transposed to ``(C, H, W)``; a ``None`` key gives ``None`` for every item (the handler then draws
-    nothing for that slot). One key gives its list, several a tuple of lists.
+    dicts, or a collated dict whose values under ``keys`` have a leading batch axis) and gives, for each key,
+    the list of per-item values with every ``(C, W, H)`` image transposed to ``(C, H, W)``; a ``None`` key gives
+    ``None`` for every item (the handler then draws nothing for that slot). One key gives its list, several a
+    tuple of lists.
 
     Example (the validator shows its first image and nothing as label)::
 
@@ -38,8 +38,17 @@ def upright_from_engine(keys: str | None | Sequence[str | None]) -> Callable[[An
     key_tuple = (keys,) if keys is None or isinstance(keys, str) else tuple(keys)
 
     def _views(data: Any) -> Any:
-        items = data if isinstance(data, list) else decollate_batch(data)
-        views = [[None if key is None else _upright(item[key]) for item in items] for key in key_tuple]
+        views = [_per_item(data, key) for key in key_tuple]
         return views[0] if len(views) == 1 else tuple(views)
 
     return _views
+
+
+def _per_item(data: Any, key: str | None) -> list:
+    """The upright values of ``key`` for each item of a decollated list or along a collated dict's batch axis."""
+    if isinstance(data, list):
+        return [None if key is None else _upright(item[key]) for item in data]
+    if key is None:
+        batch_size = next(len(value) for value in data.values() if isinstance(value, torch.Tensor))
+        return [None] * batch_size
+    return [_upright(value) for value in data[key]]

@@ -51,3 +51,6 @@ def test_upright_from_engine_transposes_images_and_fills_missing_keys():
     assert nothing == [None, None]
     labels = upright_from_engine("label")({"label": torch.ones(2, 4)})
     assert len(labels) == 2 and labels[0].shape == (4,)
+    collated = {"image": torch.zeros(3, 1, 5, 2), "boxes": [[], [[0, 0, 1, 1]], []]}
+    images, nothing = upright_from_engine(["image", None])(collated)
+    assert [image.shape for image in images] == [(1, 2, 5)] * 3 and nothing == [None] * 3
