@@ -9,6 +9,8 @@ a folder that can::
     <destination>/docs/, LICENSE         as in the source bundle
     <destination>/models/model.pt        the trained checkpoint (state dict of ``network_def``)
     <destination>/models/model.ts        its TorchScript export (``monai.bundle ckpt_export``)
+    <destination>/models/calibration.json the calibration beside the checkpoint, when the run fitted one (VKD),
+                                         also stated in the metadata under ``calibration``
 
 ``large_files.yml`` is left out: it points at the published weights, which would replace these.
 
@@ -33,7 +35,10 @@ from monai.bundle.scripts import _get_fake_spatial_shape
 from monai.bundle.utils import ID_SEP_KEY
 
 from cxrkd_monai.bundle.export import check_network_matches_metadata, check_torchscript_matches_metadata
+from cxrkd_monai.bundle.recalibrate import calibration_metadata
 from cxrkd_monai.bundle.schema import verify_bundle_metadata
+from cxrkd_monai.transforms.calibration import CALIBRATION_FILENAME, Calibration, calibration_file_beside
+from cxrkd_monai.utils.atomic_files import json_safe
 
 __all__ = ["check_exported_bundle", "export_trained_bundle", "merge_config_overrides"]
 
@@ -127,7 +132,8 @@ def export_trained_bundle(
         source: the bundle folder the run used (``bundles/cxr_vkd_classification``).
         destination: the folder to write; an earlier export there (a folder with ``configs/metadata.json``) is
             replaced, any other existing folder is refused.
-        checkpoint: the run's best model, the state dict of ``network_def`` (``models/model.pt`` of the run).
+        checkpoint: the run's best model, the state dict of ``network_def`` (``models/model.pt`` of the run); a
+            ``calibration.json`` beside it goes along.
         overrides: the run's config overrides that shape the network and its input (``class_names``,
             ``image_size``, network sizes), merged by :func:`merge_config_overrides`. Paths of the run
             (``dataset_dir``, ``ckpt_dir``, ``output_dir``) do not belong here: the exported bundle reads its
@@ -170,12 +176,18 @@ def export_trained_bundle(
         elif (source / name).is_file():
             shutil.copy2(source / name, destination / name)
     merge_config_overrides(destination / "configs", overrides)
+    calibration_file = Path(calibration_file_beside(checkpoint))
+    calibration = Calibration.load(calibration_file) if calibration_file.is_file() else None
+    if calibration is not None:
+        metadata_updates = {**(metadata_updates or {}), "calibration": json_safe(calibration_metadata(calibration))}
     metadata = _exported_metadata(destination, metadata_updates or {})
     (destination / "configs" / METADATA).write_text(json.dumps(metadata, indent=4) + "\n")
 
     models = destination / "models"
     models.mkdir()
     shutil.copy2(checkpoint, models / "model.pt")
+    if calibration is not None:
+        shutil.copy2(calibration_file, models / CALIBRATION_FILENAME)
     # MONAI's ckpt_export would fail on a mismatch too, without naming the checkpoint or the config
     inference = ConfigParser()
     inference.read_config(str(destination / "configs" / INFERENCE))

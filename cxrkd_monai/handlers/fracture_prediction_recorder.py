@@ -59,6 +59,9 @@ class FracturePredictionRecorder:
             :func:`~cxrkd_monai.transforms.find_peaks`.
         pred_key, image_key, geometry_key: keys of the probability maps in ``engine.state.output`` and of the
             image (its ``filename_or_obj`` metadata names the record) and geometry in ``engine.state.batch``.
+        label_key: batch key of the image-level labels ``(B, K)``; where the batch has them (evaluation), each
+            record adds ``label_<type>``, and ``patient_id`` where the batch has that, so that an evaluation can
+            be recomputed per patient from the file alone.
 
     Input: ``batch`` with ``image`` (a collated MetaTensor) and ``geometry`` ``(B, 4, D)``; ``output`` with
     ``pred`` probabilities ``(B, K, *S')`` (apply the sigmoid in the evaluator's postprocessing).
@@ -74,6 +77,7 @@ class FracturePredictionRecorder:
         pred_key: str = "pred",
         image_key: str = "image",
         geometry_key: str = "geometry",
+        label_key: str = "image_label",
     ) -> None:
         self.class_names = list(class_names)
         self.map_dir = None if output_dir is None else Path(output_dir) / "maps"
@@ -83,6 +87,7 @@ class FracturePredictionRecorder:
         self.pred_key = pred_key
         self.image_key = image_key
         self.geometry_key = geometry_key
+        self.label_key = label_key
 
     def __call__(self, batch: dict[str, Any], output: dict[str, Any]) -> list[dict]:
         prob_maps = torch.as_tensor(output[self.pred_key]).detach().float().cpu()
@@ -95,9 +100,15 @@ class FracturePredictionRecorder:
             raise KeyError(f"FracturePredictionRecorder: batch has no '{self.geometry_key}'; apply Letterboxd.")
         names = self._image_names(batch)
         records = []
-        for name, prob_map, packed_geometry in zip(names, prob_maps, batch[self.geometry_key]):
+        patients = batch.get("patient_id")
+        labels = None if batch.get(self.label_key) is None else torch.as_tensor(batch[self.label_key]).tolist()
+        for index, (name, prob_map, packed_geometry) in enumerate(zip(names, prob_maps, batch[self.geometry_key])):
             geometry = LetterboxGeometry.from_tensor(torch.as_tensor(packed_geometry).cpu())
             record: dict[str, Any] = {"image": name}
+            if patients is not None:
+                record["patient_id"] = patients[index]
+            if labels is not None:
+                record.update({f"label_{c}": y for c, y in zip(self.class_names, labels[index], strict=True)})
             image_probability = prob_map.flatten(1).amax(dim=1)
             for class_name, probability in zip(self.class_names, image_probability.tolist()):
                 record[f"{class_name}_probability"] = probability
