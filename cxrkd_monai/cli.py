@@ -46,8 +46,27 @@ def demo(output_dir: str = "demo_output", **options):
     run_demo(output_dir=output_dir, **options)
 
 
+def recalibrate(bundle_dir: str, datalist: str, datalist_key: str = "validation", **targets):
+    """Refit a VKD bundle's per-class temperatures and operating points on a site's own labelled images (its
+    ``inference.json``, no retraining) into ``models/calibration.json`` and the metadata; ``--sensitivity_target``,
+    ``--ppv_target`` override the bundle's targets."""
+    from cxrkd_monai.bundle.recalibrate import recalibrate_bundle
+
+    calibration = recalibrate_bundle(bundle_dir, datalist, datalist_key=datalist_key, **targets)
+    return {"temperature": dict(zip(calibration.class_names, calibration.temperature)), **calibration.fitted_on}
+
+
 def main() -> None:
-    fire.Fire({"phantom": phantom, "prepare": prepare, "pack": pack, "cache": cache, "demo": demo})
+    fire.Fire(
+        {
+            "phantom": phantom,
+            "prepare": prepare,
+            "pack": pack,
+            "cache": cache,
+            "demo": demo,
+            "recalibrate": recalibrate,
+        }
+    )
 
 
 if __name__ == "__main__":
