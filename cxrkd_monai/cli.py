@@ -46,6 +46,14 @@ def demo(output_dir: str = "demo_output", **options):
     run_demo(output_dir=output_dir, **options)
 
 
+def report(run_dir: str, compare: str | list[str] | None = None, **options):
+    """Write an evaluation run's HTML report (``<run_dir>/report/report.html``, figures inline): AUROC and FROC with
+    patient-level bootstrap CIs, curves, calibration, errors, subgroups; ``--compare`` other runs of the same images."""
+    from cxrkd_monai.report import write_report
+
+    return str(write_report(run_dir, compare=compare, **options))
+
+
 def recalibrate(bundle_dir: str, datalist: str, datalist_key: str = "validation", **targets):
     """Refit a VKD bundle's per-class temperatures and operating points on a site's own labelled images (its
     ``inference.json``, no retraining) into ``models/calibration.json`` and the metadata; ``--sensitivity_target``,
@@ -64,6 +72,7 @@ def main() -> None:
             "pack": pack,
             "cache": cache,
             "demo": demo,
+            "report": report,
             "recalibrate": recalibrate,
         }
     )

@@ -7,6 +7,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -195,3 +197,38 @@ def test_report_refuses_to_compare_runs_of_different_kinds(vkd_runs, fracture_ru
 def test_report_names_a_missing_output_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "metrics.json"))):
         write_report(tmp_path)
+
+
+def test_subgroup_tables_for_the_fields_the_datalist_carries(vkd_runs, phantom, tmp_path):
+    arrays = vkd_runs["vkd"][1]
+    content = json.loads((phantom / "datalist_vkd.json").read_text())
+    patients = sorted({item["patient_id"] for item in content["test"]})
+    for item in content["test"]:  # sex and age only; a patient's images share them
+        rank = patients.index(item["patient_id"])
+        item["sex"] = "F" if rank % 2 else "M"
+        item["age"] = 65 if (rank // 2) % 2 else 35  # 60–79 or 18–39
+    datalist = phantom / f"datalist_vkd_subgroups_{tmp_path.name}.json"
+    datalist.write_text(json.dumps(content))
+    report = write_report(vkd_runs["vkd"][0], datalist=datalist, output_dir=tmp_path, num_resamples=50)
+    page = parse(report)
+    by_sex, by_age = table(page, "By sex"), table(page, "By age band")
+    assert set(by_sex) == {"Sex", "F", "M"} and set(by_age) == {"Age band", "18–39", "60–79"}
+    assert "By view" not in " ".join(page.tables)  # the datalist carries no view
+    female = np.array([item["sex"] == "F" for item in content["test"]])
+    female_patients = {item["patient_id"] for item, f in zip(content["test"], female) if f}
+    assert by_sex["F"][:2] == [str(female.sum()), str(len(female_patients))]
+    k = next(k for k in range(len(arrays["class_names"])) if 0 < arrays["labels"][female, k].sum() < female.sum())
+    expected = roc_auc_score(arrays["labels"][female, k], arrays["probabilities"][female, k])
+    assert float(by_sex["F"][2 + k]) == pytest.approx(expected, abs=5e-4)
+
+
+def test_command_line_reports_a_fracture_run_with_config_overrides(fracture_run, phantom, tmp_path):
+    command = [
+        sys.executable, "-m", "cxrkd_monai.cli", "report", str(fracture_run[0]),
+        "--datalist", str(phantom / "datalist_fracture.json"), "--output_dir", str(tmp_path),
+        "--num_resamples", "20", "--image_size", "[64, 64]",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith(str(tmp_path / "report.html"))
+    assert "AALS fracture detection" in (tmp_path / "report.html").read_text()
