@@ -130,3 +130,69 @@ def test_a_mask_left_as_a_list_is_named():
     )
     with pytest.raises(TypeError, match="'label_mask' is a list.*EnsureLabelMaskd"):
         trainer.run()
+
+
+LEARNING_RATE = 0.1
+
+
+def one_iteration(network: VKDNet, text_encoder, **options) -> tuple[VKDTrainer, dict]:
+    """One VKDTrainer iteration with plain SGD on the first batch of :func:`prepared_items`, seeded."""
+    batch = next(iter(loader(prepared_items())))
+    trainer = VKDTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=LEARNING_RATE),
+        loss_function=VKDLoss(beta=0.5),
+        text_encoder=text_encoder,
+        **options,
+    )
+    torch.manual_seed(3)
+    trainer.run()
+    return trainer, batch
+
+
+@pytest.mark.parametrize("with_text", [True, False], ids=["vkd", "baseline"])
+def test_an_iteration_is_one_sgd_step_on_the_vkd_loss_of_the_training_path(with_text):
+    """The reference step by hand: forward_train on the same draws, VKDLoss with the batch's mask, backward, SGD."""
+    network, reference = tiny_vkd(), tiny_vkd()
+    trainer, batch = one_iteration(network, text_features if with_text else None, num_train_samples=2)
+
+    torch.manual_seed(3)
+    reference.train()
+    text = text_features(list(batch["report"])) if with_text else None
+    outputs = reference.forward_train(batch["image"], text, num_samples=2)
+    terms = VKDLoss(beta=0.5)(outputs, batch["label"].float(), batch["label_mask"])
+    terms["loss"].backward()
+
+    for (name, trained), initial in zip(network.named_parameters(), reference.parameters()):
+        expected = initial.detach() - LEARNING_RATE * (initial.grad if initial.grad is not None else 0.0)
+        torch.testing.assert_close(trained.detach(), expected, rtol=1e-5, atol=1e-6, msg=name)
+    output = trainer.state.output
+    assert float(output["loss"]) == pytest.approx(float(terms["loss"]), rel=1e-5)
+    for term in ("bce_prior", "kl", "bce_posterior"):
+        assert (term in output) == (term in terms)
+        if term in terms:
+            assert output[term] == pytest.approx(float(terms[term]), rel=1e-5, abs=1e-7)
+    # `pred` is the prior path's probability averaged over the draws, (B, C)
+    torch.testing.assert_close(output["pred"], torch.sigmoid(outputs.prior_logits.detach()).mean(dim=0))
+    if not with_text:  # the baseline never reaches the posterior head
+        assert all(parameter.grad is None for parameter in reference.posterior.parameters())
+
+
+def test_a_batch_without_reports_is_named():
+    batch = next(iter(loader(prepared_items())))
+    del batch["report"]
+    network = tiny_vkd()
+    trainer = VKDTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=LEARNING_RATE),
+        loss_function=VKDLoss(),
+        text_encoder=text_features,
+    )
+    with pytest.raises(KeyError, match="VKD training batch has no 'report' key"):
+        trainer.run()
