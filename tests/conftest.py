@@ -1,0 +1,71 @@
+"""Shared test set-up: the generated phantom the bundle tests train on, and bundle workflows as a user runs them.
+
+Test modules import the helpers as ``from tests.conftest import run_workflow`` (``tests`` is on the path
+through ``pythonpath`` in ``pyproject.toml``); pytest itself provides the fixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from cxrkd_monai.data.phantom import generate_phantom_dataset
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+VKD_CONFIGS = BUNDLES / "cxr_vkd_classification" / "configs"
+FRACTURE_CONFIGS = BUNDLES / "cxr_aals_fracture_detection" / "configs"
+# Non-square, so that a (W, H) mix-up shows; 16 patients give every split positives of most classes.
+PHANTOM_SIZE = (72, 64)
+
+
+@pytest.fixture(scope="session")
+def phantom(tmp_path_factory) -> Path:
+    """A phantom dataset (``datalist_vkd.json``, ``datalist_fracture.json``, ``images/``): 16 patients, seed 3,
+    :data:`PHANTOM_SIZE` images. Tests that change a datalist write their copy elsewhere or under a new name."""
+    root = tmp_path_factory.mktemp("phantom")
+    generate_phantom_dataset(root, num_patients=16, seed=3, image_size=PHANTOM_SIZE)
+    return root
+
+
+def config_workflow(configs: str | Path | Sequence[str | Path], workflow_type: str = "train", **overrides):
+    """An initialised ``ConfigWorkflow`` of one bundle's config files, merged in order.
+
+    Like ``monai.bundle run``, it reads ``metadata.json`` and ``logging.conf`` from the folder of the first config
+    (``meta_file=...`` or ``logging_file=False`` among ``overrides`` replace them); ``bundle_root`` defaults to the
+    folder above it. Every other override replaces a config entry (``"network_def#latent_dim": 8``).
+    """
+    files = [str(path) for path in ([configs] if isinstance(configs, (str, Path)) else configs)]
+    bundle_root = str(Path(files[0]).parent.parent)
+    workflow = ConfigWorkflow(
+        config_file=files, workflow_type=workflow_type, **{"bundle_root": bundle_root, **overrides}
+    )
+    workflow.initialize()
+    return workflow
+
+
+def run_workflow(configs: str | Path | Sequence[str | Path], workflow_type: str = "train", **overrides):
+    """:func:`config_workflow`, checked against MONAI's required properties of ``workflow_type``, run and
+    finalised."""
+    workflow = config_workflow(configs, workflow_type, **overrides)
+    assert not workflow.check_properties(), workflow.check_properties()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def error_chain(error: BaseException) -> list[BaseException]:
+    """An exception and everything that caused it, outermost first (MONAI wraps component and transform errors
+    in ``RuntimeError``)."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def error_messages(error: BaseException) -> str:
+    """The messages of :func:`error_chain`, one per line."""
+    return "\n".join(str(cause) for cause in error_chain(error))
