@@ -5,5 +5,11 @@ from .export import check_network_matches_metadata, check_torchscript_matches_me
 from .pack import check_bundle_archive, pack_bundle
 from .recalibrate import calibration_metadata, recalibrate_bundle
 from .schema import META_SCHEMA_PATH, PACKAGE_NAME, check_metadata_conventions, verify_bundle_metadata
-from .tracking import bundle_parameters, executed_config_file, tracking_run_name, training_scalars
+from .tracking import (
+    bundle_parameters,
+    executed_config_file,
+    log_report_artifacts,
+    tracking_run_name,
+    training_scalars,
+)
 from .trained_bundle import check_exported_bundle, export_trained_bundle, merge_config_overrides

@@ -3,7 +3,8 @@
 ``python -m monai.bundle run ... --tracking configs/mlflow_tracking.json`` patches the run's config with
 ``MLFlowHandler`` s (MONAI's ``ConfigWorkflow.patch_bundle_tracking``) and first writes the executed config, every
 override included, as ``<output_dir>/config_<timestamp>.json``. These functions name the MLflow run, find that
-file to log it as an artifact, and read the bundle's hyperparameters from it.
+file to log it as an artifact, and read the bundle's hyperparameters from it. :func:`log_report_artifacts` adds an
+HTML report, made after the evaluation, to that evaluation's run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["bundle_parameters", "executed_config_file", "training_scalars", "tracking_run_name"]
+__all__ = ["bundle_parameters", "executed_config_file", "log_report_artifacts", "training_scalars", "tracking_run_name"]
 
 _MLFLOW_PARAM_VALUE_LIMIT = 6000
 """MLflow's limit on the length of a parameter value."""
@@ -92,3 +93,35 @@ def training_scalars(output: Mapping[str, Any], prefix: str = "train_") -> dict[
         elif isinstance(value, int | float) and not isinstance(value, bool):
             scalars[f"{prefix}{key}"] = float(value)
     return scalars
+
+
+def log_report_artifacts(report_dir: str | Path, run_dir: str | Path, tracking_uri: str, experiment_name: str) -> str:
+    """Log a report folder as the ``report/`` artifacts of the newest tracked evaluation of ``run_dir``.
+
+    The evaluation run is the newest run of ``experiment_name`` whose ``output_dir`` parameter is ``run_dir``
+    (the tracking settings record the evaluation's absolute output folder); returns its run id.
+
+    Raises:
+        LookupError: naming the experiment and folder when no tracked evaluation wrote to ``run_dir``.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    output_dir = os.path.abspath(run_dir)
+    runs = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"params.output_dir = '{output_dir}' and params.tracking_is_evaluation = 'True'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if experiment is not None
+        else []
+    )
+    if not runs:
+        raise LookupError(
+            f"No tracked evaluation in experiment {experiment_name!r} at {tracking_uri} wrote to {output_dir!r}."
+        )
+    client.log_artifacts(runs[0].info.run_id, str(report_dir), artifact_path="report")
+    return runs[0].info.run_id

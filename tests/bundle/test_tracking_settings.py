@@ -5,10 +5,18 @@ import os
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
+from monai.utils import path_to_sqlite_uri
 
-from cxrkd_monai.bundle import bundle_parameters, executed_config_file, tracking_run_name, training_scalars
+from cxrkd_monai.bundle import (
+    bundle_parameters,
+    executed_config_file,
+    log_report_artifacts,
+    tracking_run_name,
+    training_scalars,
+)
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -74,3 +82,32 @@ def test_both_bundles_ship_the_same_tracking_settings():
     assert settings == json.loads(fracture.read_text())
     assert set(settings["handlers_id"]) == {"trainer", "validator"}
     assert settings["configs"]["trainer"]["_target_"] == "MLFlowHandler"
+
+
+def test_report_goes_to_the_newest_evaluation_of_its_run_folder(tmp_path):
+    tracking_uri = path_to_sqlite_uri(str(tmp_path / "mlruns.db"))
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.create_experiment("bundle", artifact_location=(tmp_path / "mlruns").as_uri())
+    run_dir = tmp_path / "eval"
+    runs = {}
+    for name, folder, evaluation in (
+        ("training", run_dir, "False"),
+        ("old evaluation", run_dir, "True"),
+        ("evaluation", run_dir, "True"),
+        ("other folder", tmp_path / "other", "True"),
+    ):
+        runs[name] = client.create_run(experiment, run_name=name).info.run_id
+        client.log_param(runs[name], "output_dir", str(folder))
+        client.log_param(runs[name], "tracking_is_evaluation", evaluation)
+        time.sleep(0.01)
+    report = tmp_path / "report"
+    (report / "figures").mkdir(parents=True)
+    (report / "report.html").write_text("<html></html>")
+    (report / "figures" / "roc.png").write_bytes(b"png")
+
+    assert log_report_artifacts(report, run_dir, tracking_uri, "bundle") == runs["evaluation"]
+    logged = {item.path for item in client.list_artifacts(runs["evaluation"], "report")}
+    assert logged == {"report/report.html", "report/figures"}
+    assert not client.list_artifacts(runs["old evaluation"])
+    with pytest.raises(LookupError, match="No tracked evaluation"):
+        log_report_artifacts(report, tmp_path / "nowhere", tracking_uri, "bundle")
