@@ -84,6 +84,7 @@ def vkd_overrides(
         "ckpt_dir": str(run_dir / "models"),
         "output_dir": str(run_dir / "eval"),
         "text_cache_dir": str(run_dir / "text_cache"),
+        "cache_dir": str(run_dir / "preprocessed_cache"),
         "class_names": json.loads(datalist_path.read_text())["class_names"],
         "image_size": [settings.image_size, settings.image_size],
         "latent_dim": settings.latent_dim,

@@ -15,6 +15,8 @@ __all__ = [
     "Figure",
     "GroupReport",
     "Target",
+    "merge_groups",
+    "read_groups",
     "render_markdown",
     "write_json",
     "write_markdown",
@@ -58,6 +60,12 @@ class Target:
         comparator = {">=": "≥", "<=": "≤", "==": "="}[self.comparator]
         return f"{comparator} {self.value:g}"
 
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """Inverse of ``str``: ``"≥ 5"`` -> ``Target(">=", 5.0)``."""
+        symbol, value = text.split(" ", 1)
+        return cls({"≥": ">=", "≤": "<=", "=": "=="}[symbol], float(value))
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -95,6 +103,13 @@ class Figure:
             return None
         return self.target.is_met_by(self.summary.median)
 
+    @classmethod
+    def from_dict(cls, content: dict) -> Figure:
+        """Inverse of :meth:`as_dict`."""
+        summary = Summary(**content["summary"]) if content["summary"] is not None else None
+        target = Target.parse(content["target"]) if content["target"] is not None else None
+        return cls(content["key"], content["title"], content["unit"], summary, target, content["reason"])
+
     def as_dict(self) -> dict:
         return {
             "key": self.key,
@@ -128,6 +143,37 @@ class GroupReport:
             "wall_seconds": self.wall_seconds,
             "figures": [figure.as_dict() for figure in self.figures],
         }
+
+    @classmethod
+    def from_dict(cls, content: dict) -> GroupReport:
+        """Inverse of :meth:`as_dict`."""
+        figures = [Figure.from_dict(figure) for figure in content["figures"]]
+        return cls(
+            content["name"], content["title"], figures, content["setup"], content["notes"], content["wall_seconds"]
+        )
+
+
+def read_groups(path: str | Path) -> list[GroupReport]:
+    """The groups recorded in an earlier ``results.json``; none when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [GroupReport.from_dict(group) for group in json.loads(path.read_text())["groups"]]
+
+
+def merge_groups(
+    earlier: Sequence[GroupReport], current: Sequence[GroupReport], order: Sequence[str]
+) -> tuple[list[GroupReport], list[str]]:
+    """``current`` groups, plus the ``earlier`` ones it does not replace, in ``order`` (unknown names last).
+
+    Returns the merged groups and the names carried over from ``earlier``.
+    """
+    merged = {group.name: group for group in earlier}
+    merged.update({group.name: group for group in current})
+    rank = {name: index for index, name in enumerate(order)}
+    groups = sorted(merged.values(), key=lambda group: rank.get(group.name, len(rank)))
+    replaced = {group.name for group in current}
+    return groups, [group.name for group in groups if group.name not in replaced]
 
 
 def write_json(

@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks.run            # full run (make bench), a few minutes on a 2-core CPU
     python -m benchmarks.run --quick    # a few iterations at 32 px, outputs in the work folder (CI)
-    python -m benchmarks.run --only vkd_cost training_loop
+    python -m benchmarks.run --only vkd_cost training_loop   # updates those groups, keeps the others
 
 A group that raises is reported as "not measured" with its error, the others still run, and the exit
 status is 1, so that a quick run in CI fails when a benchmark rots.
@@ -24,9 +24,19 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import dataset_scaling, distributed, export_formats, fracture_cost, training_loop, vkd_cost
+from benchmarks import (
+    dataset_scaling,
+    distributed,
+    export_formats,
+    fracture_cost,
+    loader_throughput,
+    memory_scaling,
+    text_cache_scale,
+    training_loop,
+    vkd_cost,
+)
 from benchmarks.bundle_data import REPO_ROOT
-from benchmarks.report import Figure, GroupReport, write_json, write_markdown
+from benchmarks.report import Figure, GroupReport, merge_groups, read_groups, write_json, write_markdown
 from benchmarks.settings import FULL, QUICK, BenchmarkSettings
 from benchmarks.timing import machine_info
 
@@ -37,6 +47,9 @@ GROUPS: dict[str, Callable[[BenchmarkSettings, Path], GroupReport]] = {
     "training_loop": training_loop.run,
     "export_formats": export_formats.run,
     "dataset_scaling": dataset_scaling.run,
+    "memory_scaling": memory_scaling.run,
+    "loader_throughput": loader_throughput.run,
+    "text_cache_scale": text_cache_scale.run,
     "fracture_cost": fracture_cost.run,
     "distributed": distributed.run,
 }
@@ -153,6 +166,14 @@ def _run(arguments: argparse.Namespace) -> tuple[Path, Path, list[str]]:
         )
         if failed:
             notes.append(f"Groups that failed: {', '.join(failed)}.")
+        if arguments.only and not arguments.quick:
+            # A partial full run updates its groups in the published files and keeps the others' figures.
+            reports, carried = merge_groups(read_groups(json_path), reports, [*GROUPS, "gpu"])
+            if carried:
+                notes.append(
+                    f"This run measured {', '.join(names)} only; {', '.join(carried)} are carried over from the "
+                    "previous run of the published files (the machine lines above describe this run)."
+                )
         machine_and_settings = {**machine, "settings": settings.as_dict()}
         write_json(json_path, settings.mode, machine_and_settings, reports, notes)
         write_markdown(markdown_path, settings.mode, machine, reports, notes)

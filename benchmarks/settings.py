@@ -33,6 +33,14 @@ class BenchmarkSettings:
         ddp_steps: timed training steps per process in the DDP comparison.
         ddp_training_images: training images of the phantom the DDP bundle runs train on.
         ddp_epochs: epochs of each DDP bundle run (1 and 2 processes) before the final validation.
+        scale_image_size: side of the stored and loaded images of the memory-scaling figures, in pixels.
+        scale_batch_size: images per batch of the memory-scaling epochs.
+        scale_sizes: dataset sizes (items) of the preprocessed cache's peak-memory runs, smallest first.
+        default_path_sizes: dataset sizes of ``CacheDataset`` (cache_rate 1.0) peak-memory runs, extrapolated.
+        loader_image_size: side of the images of the loader images/s figures, in pixels.
+        loader_batch_size: images per batch of the loader and raw-step figures.
+        loader_items: items per epoch of the loader images/s figures.
+        text_items: training items of the text-encoder call count.
     """
 
     mode: str
@@ -54,6 +62,14 @@ class BenchmarkSettings:
     ddp_steps: int
     ddp_training_images: int
     ddp_epochs: int
+    scale_image_size: int
+    scale_batch_size: int
+    scale_sizes: tuple[int, ...]
+    default_path_sizes: tuple[int, ...]
+    loader_image_size: int
+    loader_batch_size: int
+    loader_items: int
+    text_items: int
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +95,14 @@ FULL = BenchmarkSettings(
     ddp_steps=6,
     ddp_training_images=48,
     ddp_epochs=4,
+    scale_image_size=224,
+    scale_batch_size=30,
+    scale_sizes=(1_000, 10_000, 100_000),
+    default_path_sizes=(250, 1_000),
+    loader_image_size=224,
+    loader_batch_size=30,
+    loader_items=60,
+    text_items=100_000,
 )
 
 QUICK = BenchmarkSettings(
@@ -101,4 +125,12 @@ QUICK = BenchmarkSettings(
     ddp_steps=2,
     ddp_training_images=24,
     ddp_epochs=1,
+    scale_image_size=224,
+    scale_batch_size=30,
+    scale_sizes=(1_000, 4_000),
+    default_path_sizes=(64, 256),
+    loader_image_size=64,
+    loader_batch_size=4,
+    loader_items=8,
+    text_items=4_000,
 )

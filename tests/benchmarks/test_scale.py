@@ -12,8 +12,10 @@ import pytest
 
 from benchmarks import text_cache_scale
 from benchmarks.memory_scaling import extrapolate
+from benchmarks.report import Figure, GroupReport, Target, merge_groups, read_groups, write_json
 from benchmarks.scale_items import SourceSet, write_repeated_items, write_vkd_datalist
 from benchmarks.settings import QUICK
+from benchmarks.timing import Summary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +91,21 @@ def test_quick_mode_memory_slope_is_flat_for_the_cache_and_not_for_cache_dataset
     assert (
         figures["peak_rss_gib_cache_dataset_377k_extrapolated"] > 10 * figures["peak_rss_gib_cache_377k_extrapolated"]
     )
+
+
+def test_a_partial_run_keeps_the_other_groups_of_the_published_results(tmp_path):
+    earlier = [
+        GroupReport("vkd_cost", "VKD", [Figure("a", "a", "ratio", Summary.of([1.0, 2.0]), Target(">=", 0.9))]),
+        GroupReport("memory_scaling", "old memory", [Figure.not_measured("b", "b", "MiB", "stale")]),
+    ]
+    write_json(tmp_path / "results.json", "full", {}, earlier, [])
+    read_back = read_groups(tmp_path / "results.json")
+    assert [group.as_dict() for group in read_back] == [group.as_dict() for group in earlier]
+    assert read_groups(tmp_path / "absent.json") == []
+
+    current = [GroupReport("memory_scaling", "new memory", [Figure("c", "c", "MiB", Summary.of([5.0]))])]
+    order = ["vkd_cost", "training_loop", "memory_scaling", "gpu"]
+    merged, carried = merge_groups(read_back, [*current, GroupReport("gpu", "GPU")], order)
+    assert [group.title for group in merged] == ["VKD", "new memory", "GPU"]
+    assert carried == ["vkd_cost"]
+    assert merged[0].figures[0].target == Target(">=", 0.9) and merged[0].figures[0].meets_target is True
