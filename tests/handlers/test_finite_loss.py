@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 
-from cxrkd_monai.data.phantom import generate_phantom_dataset
 from cxrkd_monai.engines.prepare_batch import PrepareFractureBatch
 from cxrkd_monai.handlers.finite_loss import FiniteLossGuard, batch_file_names
 from cxrkd_monai.networks.fracture_fpn import FractureFPN
+from tests.conftest import FRACTURE_CONFIGS, config_workflow, error_chain
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cxr_aals_fracture_detection" / "configs"
 FAST_NETWORK = {"layers": [1, 1, 1, 1], "block_inplanes": [8, 16, 32, 64], "fpn_channels": 8}
 
 
@@ -71,35 +68,22 @@ def test_infinite_loss_without_file_names_says_so():
         _stage1_trainer(network, [batch]).run()
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """The exception and its causes (MONAI may wrap errors raised inside components)."""
-    chain = []
-    while error is not None:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["teacher", "student"])
-def test_bundle_training_stops_at_nan_loss_naming_the_images(tmp_path, stage):
+def test_bundle_training_stops_at_nan_loss_naming_the_images(phantom, tmp_path, stage):
     """A NaN positive-pixel weight makes the first loss NaN; the bundle's own trainer must stop right there."""
-    data = tmp_path / "data"
-    generate_phantom_dataset(data, num_patients=8, image_size=(64, 64), seed=0)
     root = tmp_path / "bundle"
-    configs = [str(CONFIGS / "train_teacher.json")]
+    configs = [FRACTURE_CONFIGS / "train_teacher.json"]
     if stage == "student":
-        configs.append(str(CONFIGS / "train_student.json"))
+        configs.append(FRACTURE_CONFIGS / "train_student.json")
         (root / "models").mkdir(parents=True)
         teacher = FractureFPN(in_channels=1, num_classes=2, spatial_dims=2, output_stride=4, **FAST_NETWORK)
         torch.save(teacher.state_dict(), root / "models" / "teacher.pt")
-    workflow = ConfigWorkflow(
-        config_file=configs,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type="train",
+    workflow = config_workflow(
+        configs,
+        "train",
         bundle_root=str(root),
-        dataset_dir=str(data),
+        dataset_dir=str(phantom),
         image_size=[64, 64],
         epochs=1,
         batch_size=4,
@@ -108,12 +92,11 @@ def test_bundle_training_stops_at_nan_loss_naming_the_images(tmp_path, stage):
         pretrained=False,
         **FAST_NETWORK,
     )
-    workflow.initialize()
     with pytest.raises(Exception) as error:
         workflow.run()
-    guard_errors = [e for e in _chain(error.value) if isinstance(e, FloatingPointError)]
+    guard_errors = [e for e in error_chain(error.value) if isinstance(e, FloatingPointError)]
     assert guard_errors, f"training must stop with the guard's FloatingPointError, got {error.value!r}"
     messages = str(guard_errors[0])
     assert "epoch 1, iteration 1 of" in messages
-    assert str(data / "images") in messages and ".png" in messages
+    assert str(phantom / "images") in messages and ".png" in messages
     assert workflow.trainer.state.iteration == 1
