@@ -3,7 +3,8 @@
 Both bundles' ``evaluate.json`` write these files into their ``output_dir`` (the *run folder*):
 
 - VKD: ``predictions.csv`` has ``image``, then ``prob_<class>`` and ``std_<class>`` (Monte Carlo standard deviation)
-  for every class.
+  for every class and, where the run explained its predictions, ``saliency`` (a Grad-CAM PNG relative to the run
+  folder, upright) and ``saliency_class``.
 - Fracture: ``predictions.csv`` has ``image``, ``<type>_probability`` for every fracture type, ``detections`` (a JSON
   list of ``{"class", "x", "y", "score"}`` in original pixels) and, when the run saved them, ``probability_map``
   (a NIfTI ``(W, H, 1, K)`` path relative to the run folder); ``froc_curve.csv`` has ``class``, ``fps_per_image``,
@@ -49,6 +50,7 @@ class EvaluationRun:
         stds: ``(N, K)`` Monte Carlo standard deviations (VKD), ``None`` for fracture runs.
         detections: per image, per class, a ``(M, 3)`` array of ``[x, y, score]`` (fracture), else ``None``.
         probability_maps: per image, the saved probability map's path or ``None``.
+        saliency_maps: per image, the saved saliency PNG and the class it explains, or ``None`` (VKD).
         froc_curve: per fracture type, ``(fps_per_image, sensitivity)`` arrays from ``froc_curve.csv``.
     """
 
@@ -61,6 +63,7 @@ class EvaluationRun:
     stds: np.ndarray | None = None
     detections: list[list[np.ndarray]] | None = None
     probability_maps: list[Path | None] = field(default_factory=list)
+    saliency_maps: list[tuple[Path, str] | None] = field(default_factory=list)
     froc_curve: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -170,6 +173,10 @@ def load_evaluation_run(run_dir: str | Path) -> EvaluationRun:
             probabilities=table(VKD_PROBABILITY_PREFIX, vkd_classes),
             stds=table(VKD_STD_PREFIX, vkd_classes),
             probability_maps=maps,
+            saliency_maps=[
+                ((run_dir / row["saliency"]).resolve(), row.get("saliency_class", "")) if row.get("saliency") else None
+                for row in rows
+            ],
         )
     if fracture_types and "detections" in columns:
         return EvaluationRun(
@@ -238,5 +245,6 @@ def aligned_to(run: EvaluationRun, reference: EvaluationRun) -> EvaluationRun:
         stds=None if run.stds is None else run.stds[order],
         detections=None if run.detections is None else [run.detections[i] for i in order],
         probability_maps=[run.probability_maps[i] for i in order],
+        saliency_maps=[run.saliency_maps[i] for i in order] if run.saliency_maps else [],
         froc_curve=run.froc_curve,
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cxrkd_monai.report import figures
-from cxrkd_monai.report.display_images import load_display_image
+from cxrkd_monai.report.display_images import load_display_image, load_saliency_map
 from cxrkd_monai.report.ground_truth import RunTruth
 from cxrkd_monai.report.html import Card, ReportFigure, Section
 from cxrkd_monai.report.page_parts import comparison_section, interval_detail, subgroup_section
@@ -25,12 +25,17 @@ def _error_thumbnails(run: EvaluationRun, truth: RunTruth, statistics: VKDStatis
         image, size = load_display_image(run.images[error.image_index], max_side=384)
         name = run.class_names[error.class_index]
         kind = "false positive" if error.label == 0 else "false negative"
+        saliency = run.saliency_maps[error.image_index] if run.saliency_maps else None
+        title = (
+            f"{Path(run.images[error.image_index]).name}\n{name}: {kind}\n"
+            f"p = {error.probability:.2f} ± {error.std:.2f} (label {error.label})"
+        )
         panels.append(
             figures.ImagePanel(
                 image=image,
                 size=size,
-                title=f"{Path(run.images[error.image_index]).name}\n{name}: {kind}\n"
-                f"p = {error.probability:.2f} ± {error.std:.2f} (label {error.label})",
+                title=title + (f"\nGrad-CAM: {saliency[1]}" if saliency else ""),
+                probability_map=load_saliency_map(saliency[0], max_side=384) if saliency else None,
                 frame_colour="#d62728",
             )
         )
@@ -125,7 +130,8 @@ def vkd_sections(
                 anchor="errors",
                 paragraphs=[
                     f"The {len(statistics.confident_errors)} observed entries decided wrongly at 0.5 that lie furthest "
-                    "from their label: probability ± Monte Carlo std, and the label."
+                    "from their label: probability ± Monte Carlo std, and the label. Where the run saved Grad-CAM "
+                    "saliency maps (evaluation with explanations on), each image shows its map for the class named."
                 ],
                 figures=[
                     saved(

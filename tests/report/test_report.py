@@ -232,3 +232,30 @@ def test_command_line_reports_a_fracture_run_with_config_overrides(fracture_run,
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(str(tmp_path / "report.html"))
     assert "AALS fracture detection" in (tmp_path / "report.html").read_text()
+
+
+def test_saved_saliency_maps_are_drawn_on_the_error_thumbnails(vkd_runs, phantom, tmp_path):
+    run_dir = tmp_path / "eval"
+    shutil.copytree(vkd_runs["vkd"][0], run_dir)
+    lines = (run_dir / "predictions.csv").read_text().splitlines()
+    (run_dir / "saliency").mkdir()
+    rows = [lines[0] + ",saliency,saliency_class"]
+    for line in lines[1:]:  # a mid-grey square in the upper left of every image, as a saliency writer's 8-bit PNG
+        name = Path(line.split(",")[0]).stem
+        saliency = np.zeros((64, 64), dtype=np.uint8)
+        saliency[:24, :24] = 128
+        Image.fromarray(saliency).save(run_dir / "saliency" / f"{name}.png")
+        rows.append(f"{line},saliency/{name}.png,{vkd_runs['vkd'][1]['class_names'][0]}")
+    (run_dir / "predictions.csv").write_text("\n".join(rows) + "\n")
+    settings = {"datalist": phantom / "datalist_vkd.json", "num_resamples": 10}
+    with_maps = write_report(run_dir, output_dir=tmp_path / "with", **settings)
+    without_maps = write_report(vkd_runs["vkd"][0], output_dir=tmp_path / "without", **settings)
+
+    def greenish(report: Path) -> float:
+        """Share of the thumbnails' pixels that the map's mid colour (turbo at 0.5) tints green."""
+        with Image.open(report.parent / "figures" / "confident_errors.png") as figure:
+            red, green, blue = np.moveaxis(np.asarray(figure.convert("RGB"), dtype=float), -1, 0)
+        return float(((green > red + 30) & (green > blue + 30)).mean())
+
+    assert greenish(without_maps) == 0.0
+    assert greenish(with_maps) > 0.01
