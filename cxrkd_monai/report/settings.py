@@ -2,8 +2,9 @@
 
 A run folder is the ``output_dir`` of ``evaluate.json``, by default ``<bundle_root>/eval``. The configs are looked for
 in ``<run folder>/configs`` and ``<run folder>/../configs`` (a bundle root); where neither holds the bundle's config
-files, the source bundle shipped with the package is read. Overrides (``dataset_dir=...``, ``image_size=[...]``) apply
-as they do in ``monai.bundle run``, so a report sees the values the run was given.
+files, the bundle shipped with the package is read (:func:`~cxrkd_monai.bundle.packaged_bundles.bundle_path`).
+Overrides (``dataset_dir=...``, ``image_size=[...]``) apply as in ``monai.bundle run``, so a report sees the values
+the run was given.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
+from cxrkd_monai.bundle.packaged_bundles import bundle_path
+
 __all__ = ["BUNDLE_CONFIGS", "ReportSettings", "resolve_settings"]
 
-SOURCE_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 BUNDLE_CONFIGS = {
     "vkd": ("cxr_vkd_classification", ("train.json", "evaluate.json")),
     "fracture": ("cxr_aals_fracture_detection", ("train_teacher.json", "evaluate.json")),
 }
-"""Per run kind: the source bundle's folder name and the config files whose merge ``evaluate.json`` runs."""
+"""Per run kind: the bundle's name and the config files whose merge ``evaluate.json`` runs."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,11 @@ class ReportSettings:
 
 def _config_files(run_dir: Path, kind: str) -> list[Path]:
     bundle_name, names = BUNDLE_CONFIGS[kind]
-    for folder in (run_dir / "configs", run_dir.parent / "configs", SOURCE_BUNDLES / bundle_name / "configs"):
+    for folder in (run_dir / "configs", run_dir.parent / "configs", bundle_path(bundle_name) / "configs"):
         if all((folder / name).is_file() for name in names):
             return [folder / name for name in names]
     raise FileNotFoundError(
-        f"No {', '.join(names)} in {run_dir / 'configs'}, {run_dir.parent / 'configs'} or the source bundle; "
+        f"No {', '.join(names)} in {run_dir / 'configs'}, {run_dir.parent / 'configs'} or the packaged bundle; "
         "pass config_file=[...] naming the run's configs, or datalist=... (and split=...)."
     )
 
