@@ -25,19 +25,25 @@ in-place rewrite that keeps both size and mtime to the nanosecond; ``build_prepr
 (``cxrkd cache --rehash True``) hashes every file again.
 
 Stored form of an image (``keys``). The in-memory path delivers float32 in ``[0, 1]``; after the area resize of
-``Letterboxd`` the values are means of ``k / 255`` (8-bit sources) or ``k / 65535`` and are not on any 8-bit
-grid. Each image is therefore stored as
+``Letterboxd`` the values are means of ``k / 255`` (8-bit sources) or ``k / 65535`` and lie on no integer grid.
+An image is stored as the smallest of ``uint8`` (``round(255 v)``), ``uint16`` (``round(65535 v)``) and float32
+that the ``image_storage`` rule allows:
 
-- ``uint8`` (``round(255 v)``) when that reproduces the float32 values bit for bit (an 8-bit source that is only
-  padded, not resampled);
-- otherwise ``uint16`` (``round(65535 v)``), read back as ``q / 65535`` in float32: at most ``1 / 131070``
-  (7.6e-6) from the in-memory value, 1/256 of an 8-bit step. ``uint8`` here would be off by up to ``1 / 510``
-  (2e-3), which changes the training losses in the third digit (see ``docs/data_cache.md``);
-- ``float32`` when a value lies outside ``[0, 1]`` (a chain that normalises differently), losslessly.
+- ``"exact"`` (the bundles' default): ``uint8`` or ``uint16`` only when reading back ``q / levels`` in float32
+  reproduces every value bit for bit (a source that ``Letterboxd`` only pads, e.g. an archive already stored at
+  the training size), float32 otherwise. Training on the cache is then bitwise the in-memory training.
+- ``"uint16"``: ``uint8`` when exact, else ``uint16`` within ``0.5 / 65535`` (7.6e-6, 1/256 of an 8-bit step),
+  half the bytes of float32 (100 KB at 224 px). Why this is not the default, measured on the VKD bundle: a
+  one-ulp change of every input pixel already moves its training losses by 6.5e-6 (relative) at the second
+  step and 2e-3 at the fourth, because Adam divides each update by the root of its squared gradients and so
+  magnifies tiny gradient differences; the uint16 rounding moves them by 6e-4 at the second step, a hundred
+  times the float32 effect, so the cache would no longer train *as* the in-memory path, only like it
+  (``docs/data_cache.md`` gives the effect on whole runs). ``uint8`` would be off by up to ``1 / 510``.
 
-At 224 px a ``uint16`` record is 100 KB (half of float32). Everything else the chain returns (``geometry``,
-encoded boxes and points, labels, the image's meta and traced operations) is stored exactly. Records are
-pickles: the cache folder is trusted like a checkpoint folder (as with MONAI's ``PersistentDataset``).
+Either way a value outside ``[0, 1]`` (a chain that normalises differently) keeps the image float32. Everything
+else the chain returns (``geometry``, encoded boxes and points, labels, the image's meta and traced operations)
+is stored exactly. Records are pickles: the cache folder is trusted like a checkpoint folder (as with MONAI's
+``PersistentDataset``).
 
 The cache is filled by :func:`build_preprocessed_cache` (parallel processes, resumable: each finished shard is
 committed atomically, so a killed build loses at most the shards in flight) which
@@ -91,6 +97,7 @@ SHARD_SIZE = 256
 """Most records a build worker commits at once; a killed build redoes at most one shard per worker."""
 
 UINT8_LEVELS, UINT16_LEVELS = 255, 65535
+IMAGE_STORAGE = ("exact", "uint16")
 
 
 class CachedPreprocessingd(MapTransform):
@@ -108,6 +115,7 @@ class CachedPreprocessingd(MapTransform):
         item_keys: the other item keys the chain reads (e.g. ``boxes``, ``points``, ``image_label``,
             ``subset`` for ``EncodeFractureAnnotationsd``). Their values are part of the entry's key, and they
             are the only other keys the chain is given.
+        image_storage: ``"exact"`` or ``"uint16"``, the storage rule of the module docstring.
         write_missing: store what is computed for a missing or corrupt entry (False for a read-only cache).
 
     Input: an item whose ``keys`` are paths. Output: the item updated with the chain's output, e.g. ``image``
@@ -125,9 +133,13 @@ class CachedPreprocessingd(MapTransform):
         cache_dir: str | os.PathLike,
         keys: KeysCollection = "image",
         item_keys: KeysCollection = (),
+        image_storage: str = "exact",
         write_missing: bool = True,
     ) -> None:
         super().__init__(keys)
+        if image_storage not in IMAGE_STORAGE:
+            raise ValueError(f"CachedPreprocessingd: image_storage must be in {IMAGE_STORAGE}, got {image_storage!r}.")
+        self.image_storage = image_storage
         self.transforms = list(transforms.transforms if isinstance(transforms, Compose) else ensure_tuple(transforms))
         for transform in self.transforms:
             if isinstance(transform, Randomizable):
@@ -141,7 +153,7 @@ class CachedPreprocessingd(MapTransform):
         self.cache_dir = Path(cache_dir)
         settings = digest(
             f"format {FORMAT_VERSION}".encode(),
-            pickle.dumps((self.transforms, tuple(self.keys), self.item_keys), protocol=4),
+            pickle.dumps((self.transforms, tuple(self.keys), self.item_keys, image_storage), protocol=4),
         )
         self.store = PreprocessedStore(self.cache_dir, settings)
         self.rebuilt_count = 0
@@ -171,7 +183,7 @@ class CachedPreprocessingd(MapTransform):
 
     def compute(self, data: Mapping[Hashable, Any]) -> bytes:
         """Run the chain on ``data``'s inputs and encode the result as a record."""
-        return encode_record(self.chain(self.inputs(data)), self.keys)
+        return encode_record(self.chain(self.inputs(data)), self.keys, exact=self.image_storage == "exact")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -569,18 +581,20 @@ class PreprocessedCacheDataset(ItemNamingCacheDataset):
 
 
 # --------------------------------------------------------------------------------------------- record encoding
-def quantise_image(image: np.ndarray) -> tuple[np.ndarray, int]:
+def quantise_image(image: np.ndarray, exact: bool = True) -> tuple[np.ndarray, int]:
     """``(stored array, levels)`` for a float32 image by the module's storage rule; ``levels`` 0 means float32.
 
-    ``levels`` is 255 (uint8, only when exact), 65535 (uint16, within ``0.5 / 65535``) or 0 (float32 kept).
+    ``levels`` is 255 (uint8, only when bit-exact), 65535 (uint16: when bit-exact, or with ``exact`` False
+    within ``0.5 / 65535``) or 0 (the float32 image itself).
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.size == 0 or not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
         return image, 0
-    as_uint8 = np.rint(image.astype(np.float64) * UINT8_LEVELS).astype(np.uint8)
-    if np.array_equal(dequantise_image(as_uint8, UINT8_LEVELS), image):
-        return as_uint8, UINT8_LEVELS
-    return np.rint(image.astype(np.float64) * UINT16_LEVELS).astype(np.uint16), UINT16_LEVELS
+    for dtype, levels in ((np.uint8, UINT8_LEVELS), (np.uint16, UINT16_LEVELS)):
+        stored = np.rint(image.astype(np.float64) * levels).astype(dtype)
+        if np.array_equal(dequantise_image(stored, levels), image) or (levels == UINT16_LEVELS and not exact):
+            return stored, levels
+    return image, 0
 
 
 def dequantise_image(stored: np.ndarray, levels: int) -> np.ndarray:
@@ -620,14 +634,15 @@ def _restore_image(array: np.ndarray, levels: int, meta: dict | None, operations
     return tensor if meta is None else MetaTensor(tensor, meta=meta, applied_operations=operations)
 
 
-def encode_record(output: Mapping[Hashable, Any], image_keys: Sequence[Hashable]) -> bytes:
-    """Pickle the chain's ``output``; images under ``image_keys`` are quantised, tensors stored as arrays,
-    and the traced-operation ids replaced by MONAI's ``TraceKeys.NONE`` (ids differ between processes)."""
+def encode_record(output: Mapping[Hashable, Any], image_keys: Sequence[Hashable], exact: bool = True) -> bytes:
+    """Pickle the chain's ``output``; float32 images under ``image_keys`` stored by :func:`quantise_image`
+    (``exact``), tensors as arrays, the traced-operation ids replaced by MONAI's ``TraceKeys.NONE`` (ids differ
+    between processes)."""
     encoded = {}
     for key, value in output.items():
         if key in image_keys and isinstance(value, torch.Tensor):
             array = value.detach().cpu().numpy()
-            array, levels = quantise_image(array) if value.dtype == torch.float32 else (array.copy(), 0)
+            array, levels = quantise_image(array, exact) if value.dtype == torch.float32 else (array.copy(), 0)
             meta = _encode_value(dict(value.meta)) if isinstance(value, MetaTensor) else None
             operations = _encode_value(_anonymous(value.applied_operations)) if isinstance(value, MetaTensor) else None
             encoded[key] = _StoredImage(array, levels, meta, operations)

@@ -70,7 +70,7 @@ def make_items(folder: Path, count: int, fracture: bool = False) -> list[dict]:
     return items
 
 
-def assert_same_item(cached: dict, reference: dict, tolerance: float = UINT16_TOLERANCE) -> None:
+def assert_same_item(cached: dict, reference: dict, tolerance: float = 0.0) -> None:
     """Every key equal; the image within ``tolerance`` and with the same meta and traced operations."""
     assert cached.keys() == reference.keys()
     for key, expected in reference.items():
@@ -98,37 +98,6 @@ def records(cache_dir: Path, cached: CachedPreprocessingd, items: list[dict]) ->
     return {item["image"]: store.read(cached.entry_key(item)) for item in items}
 
 
-# ------------------------------------------------------------------------------------------------ storage rule
-def test_storage_rule_uint8_only_when_exact_else_uint16_within_half_a_level_else_float32():
-    exact = np.arange(256, dtype=np.float64).reshape(16, 16) / 255
-    stored, levels = quantise_image(exact.astype(np.float32))
-    assert stored.dtype == np.uint8 and levels == 255
-    assert np.array_equal(dequantise_image(stored, levels), exact.astype(np.float32))
-
-    averaged = ((exact[:, :-1] + exact[:, 1:]) / 2).astype(np.float32)  # an area resize: off the 8-bit grid
-    stored, levels = quantise_image(averaged)
-    assert stored.dtype == np.uint16 and levels == 65535
-    assert np.abs(dequantise_image(stored, levels) - averaged).max() <= UINT16_TOLERANCE
-
-    outside = np.array([[-0.25, 1.5]], dtype=np.float32)
-    stored, levels = quantise_image(outside)
-    assert stored.dtype == np.float32 and levels == 0 and np.array_equal(stored, outside)
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_cached_item_equals_the_in_memory_chain(tmp_path, dtype):
-    source = write_png(tmp_path / "a.png", seed=1, shape=(45, 31), dtype=dtype)
-    item = {"image": source, "label": [1.0, 0.0], "report": "text"}
-    chain = letterbox_chain()
-    cached = CachedPreprocessingd(chain, tmp_path / "cache")
-    built = cached(dict(item))  # computes and stores
-    read = CachedPreprocessingd(chain, tmp_path / "cache")(dict(item))  # a new process's view: reads
-    reference = Compose(chain)(dict(item))
-    assert_same_item(built, reference)
-    assert_same_item(read, reference)
-    assert cached.rebuilt_count == 1
-
-
 class StoredArrays(pickle.Unpickler):
     """Unpickles a record with each image left as the array it is stored as."""
 
@@ -136,6 +105,47 @@ class StoredArrays(pickle.Unpickler):
         if name == "_restore_image":
             return lambda array, levels, meta, operations: array
         return super().find_class(module, name)
+
+
+# ------------------------------------------------------------------------------------------------ storage rule
+@pytest.mark.parametrize("exact", [True, False])
+def test_storage_rule_integers_when_exact_else_float32_or_uint16_within_half_a_level(exact):
+    grid8 = np.arange(256, dtype=np.float64).reshape(16, 16) / 255
+    stored, levels = quantise_image(grid8.astype(np.float32), exact)
+    assert stored.dtype == np.uint8 and levels == 255
+    assert np.array_equal(dequantise_image(stored, levels), grid8.astype(np.float32))
+    grid16 = (np.arange(0, 65536, 257, dtype=np.float64)[:255].reshape(15, 17) + 1) / 65535
+    stored, levels = quantise_image(grid16.astype(np.float32), exact)
+    assert stored.dtype == np.uint16 and np.array_equal(dequantise_image(stored, levels), grid16.astype(np.float32))
+
+    averaged = ((grid8[:, :-1] + grid8[:, 1:]) / 2 + 1e-3).astype(np.float32)  # an area resize: on no grid
+    stored, levels = quantise_image(averaged, exact)
+    if exact:
+        assert stored.dtype == np.float32 and levels == 0 and np.array_equal(stored, averaged)
+    else:
+        assert stored.dtype == np.uint16 and levels == 65535
+        assert np.abs(dequantise_image(stored, levels) - averaged).max() <= UINT16_TOLERANCE
+
+    outside = np.array([[-0.25, 1.5]], dtype=np.float32)
+    stored, levels = quantise_image(outside, exact)
+    assert stored.dtype == np.float32 and levels == 0 and np.array_equal(stored, outside)
+
+
+@pytest.mark.parametrize(("storage", "tolerance"), [("exact", 0.0), ("uint16", UINT16_TOLERANCE)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_cached_item_equals_the_in_memory_chain(tmp_path, dtype, storage, tolerance):
+    source = write_png(tmp_path / "a.png", seed=1, shape=(45, 31), dtype=dtype)
+    item = {"image": source, "label": [1.0, 0.0], "report": "text"}
+    chain = letterbox_chain()
+    cached = CachedPreprocessingd(chain, tmp_path / "cache", image_storage=storage)
+    built = cached(dict(item))  # computes and stores
+    read = CachedPreprocessingd(chain, tmp_path / "cache", image_storage=storage)(dict(item))  # another process
+    reference = Compose(chain)(dict(item))
+    assert_same_item(built, reference, tolerance)
+    assert_same_item(read, reference, tolerance)
+    assert cached.rebuilt_count == 1
+    stored = StoredArrays(io.BytesIO(records(tmp_path / "cache", cached, [item])[source])).load()["image"]
+    assert stored.dtype == (np.float32 if storage == "exact" else np.uint16)  # resampled: on no integer grid
 
 
 def test_padded_only_8_bit_image_is_stored_as_uint8_and_read_back_bit_for_bit(tmp_path):
@@ -319,7 +329,7 @@ def test_dataset_reads_the_cache_with_augmentation_per_item_and_cache_rate_still
                                        cache_rate=1.0, num_workers=0)  # fmt: skip
     reference = epoch(in_memory)
     assert torch.equal(epoch(from_disk), epoch(in_ram))
-    assert float((epoch(from_disk) - reference).abs().max()) <= UINT16_TOLERANCE
+    assert torch.equal(epoch(from_disk), reference)  # exact storage: the in-memory epoch bit for bit
     plain = torch.stack([CachedPreprocessingd(chain, tmp_path / "cache")(dict(item))["image"] for item in items])
     augmented = epoch(from_disk)
     flipped = [torch.equal(a, b.flip(1)) and not torch.equal(a, b) for a, b in zip(augmented, plain)]
@@ -386,7 +396,11 @@ def test_real_dicom_png_and_jpeg_files_match_the_in_memory_path(tmp_path):
     assert (report.built, report.failed) == (len(items), [])
     assert build_preprocessed_cache(items, cached, progress=False).reused == len(items)
     for item in items:
-        assert_same_item(cached(dict(item)), Compose(chain)(dict(item)))
+        assert_same_item(cached(dict(item)), Compose(chain)(dict(item)), tolerance=0.0)
     assert cached.rebuilt_count == 0
-    sizes = [len(payload) for payload in records(tmp_path / "cache", cached, items).values()]
+    compact = CachedPreprocessingd(chain, tmp_path / "compact", image_storage="uint16")
+    assert build_preprocessed_cache(items, compact, progress=False).built == len(items)
+    for item in items:
+        assert_same_item(compact(dict(item)), Compose(chain)(dict(item)), UINT16_TOLERANCE)
+    sizes = [len(payload) for payload in records(tmp_path / "compact", compact, items).values()]
     assert max(sizes) < 224 * 224 * 2 + 4096  # uint16 pixels and a few KB of metadata
