@@ -21,8 +21,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from cxrkd_monai.handlers.failed_items import PARTIAL_FAILURE_EXIT_CODE
-from tests.bundles.test_aals_bundle import phantom  # noqa: F401  (fixture: the generated phantom dataset)
-from tests.engines.test_onnx_backend import TINY
+from tests.handlers.test_onnx_backend import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +45,7 @@ def _write_datalist(folder: Path, bundle: str, images: list[Path]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def images(phantom, tmp_path_factory) -> dict[str, Path]:  # noqa: F811
+def images(phantom, tmp_path_factory) -> dict[str, Path]:
     """Five inputs: ``view1_frontal.png`` in ``chexpert/`` and in ``mimic/`` (different images), two more, and
     ``broken/corrupt.png``, a PNG name over bytes that are no image. Also two clean extra images for a rerun."""
     root = tmp_path_factory.mktemp("inputs")

@@ -10,7 +10,7 @@ from monai.bundle import ConfigParser
 from monai.data import load_net_with_metadata
 
 from cxrkd_monai.bundle.trained_bundle import check_exported_bundle, export_trained_bundle, merge_config_overrides
-from tests.engines.test_onnx_backend import TINY
+from tests.handlers.test_onnx_backend import TINY
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"

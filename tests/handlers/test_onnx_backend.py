@@ -9,18 +9,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SimpleInferer
 from monai.networks.nets import Classifier
 from torch import nn
 
-from cxrkd_monai.data.phantom import generate_phantom_dataset
 from cxrkd_monai.handlers import OnnxRuntimeBackend, OnnxRuntimeModule
 from cxrkd_monai.inferers import MonteCarloPriorInferer
 from cxrkd_monai.networks import VKDNet
 from cxrkd_monai.networks.fracture_fpn import FractureFPN
+from tests.conftest import config_workflow
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TOLERANCE = 1e-5
@@ -205,10 +205,8 @@ TINY = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", sorted(TINY))
-def test_bundle_inference_records_agree_between_backends(bundle, tmp_path, caplog):
+def test_bundle_inference_records_agree_between_backends(bundle, phantom, tmp_path, caplog):
     """The bundle's own inference.json: the same records (within float tolerance) from both backends."""
-    data = tmp_path / "data"
-    generate_phantom_dataset(output_dir=str(data), num_patients=5, seed=0, image_size=(64, 64))
     torch.manual_seed(0)
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / bundle / "configs" / "inference.json"))
@@ -218,20 +216,18 @@ def test_bundle_inference_records_agree_between_backends(bundle, tmp_path, caplo
 
     records = {}
     for backend in ("onnxruntime", "pytorch"):
-        workflow = ConfigWorkflow(
-            config_file=str(BUNDLES / bundle / "configs" / "inference.json"),
+        workflow = config_workflow(
+            BUNDLES / bundle / "configs" / "inference.json",
+            "infer",
             logging_file=False,
-            workflow_type="infer",
             **TINY[bundle],
-            bundle_root=str(BUNDLES / bundle),
-            dataset_dir=str(data),
+            dataset_dir=str(phantom),
             ckpt_path=str(checkpoint),
             output_dir=str(tmp_path / backend),
             image_size=[64, 64],
             num_workers=0,
             inference_backend=backend,
         )
-        workflow.initialize()
         with caplog.at_level(logging.INFO, logger="cxrkd_monai.handlers.onnx_backend"):
             workflow.run()
         workflow.finalize()
