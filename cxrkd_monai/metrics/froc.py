@@ -103,11 +103,29 @@ class FROCMetric:
         points: np.ndarray | torch.Tensor | None = None,
         min_hit_radius: float = 0.0,
     ) -> None:
-        """Match the detections of one image against its lesions (all in original pixels).
+        """Match the detections of one image against its lesions (all in original pixels) and accumulate them.
 
         ``min_hit_radius``: detections this close to a lesion's centre hit it whatever ``point_radius`` and
         the box size, e.g. half the diagonal of one map pixel in this image's original pixels.
         """
+        self.add_matches(self.match(detections, boxes, points, min_hit_radius))
+
+    def add_matches(self, matches: Sequence[tuple[list[float], list[float]]]) -> None:
+        """Accumulate one image's :meth:`match` result: a bootstrap matches each image once and adds it per resample."""
+        for channel, (lesion_scores, false_positive_scores) in enumerate(matches):
+            self._tp_probs[channel].extend(lesion_scores)
+            self._fp_probs[channel].extend(false_positive_scores)
+        self._num_images += 1
+
+    def match(
+        self,
+        detections: Sequence[np.ndarray | torch.Tensor],
+        boxes: np.ndarray | torch.Tensor | None = None,
+        points: np.ndarray | torch.Tensor | None = None,
+        min_hit_radius: float = 0.0,
+    ) -> list[tuple[list[float], list[float]]]:
+        """Per class, one image's lesion scores (the score of the detection that found each lesion, 0 for a missed
+        one) and false-positive scores, as :meth:`update` counts them; nothing is accumulated."""
         if len(detections) != self.num_classes:
             raise ValueError(f"detections must hold one array per class ({self.num_classes}), got {len(detections)}.")
         if min_hit_radius < 0:
@@ -118,6 +136,7 @@ class FROCMetric:
         dims = self.spatial_dims
         boxes = self._as_rows(boxes, 2 * dims + 1, "boxes", class_column=True)
         points = self._as_rows(points, dims + 1, "points", class_column=True)
+        matches = []
         for channel, class_detections in enumerate(detections):
             found = self._as_rows(class_detections, dims + 1, f"detections[{channel}]", class_column=False)
             class_boxes = boxes[boxes[:, -1] == channel, :-1]
@@ -132,13 +151,15 @@ class FROCMetric:
                 centres = points[points[:, -1] == channel, :-1]
                 distances = np.linalg.norm(found[:, None, :dims] - centres[None], axis=-1)
                 hits = distances <= max(self.point_radius, centre_radius)
-            self._match(channel, found, hits, centres)
-        self._num_images += 1
+            matches.append(self._match(found, hits, centres))
+        return matches
 
-    def _match(self, channel: int, found: np.ndarray, hits: np.ndarray, centres: np.ndarray) -> None:
+    @staticmethod
+    def _match(found: np.ndarray, hits: np.ndarray, centres: np.ndarray) -> tuple[list[float], list[float]]:
         dims = centres.shape[-1]
         lesion_scores = np.zeros(len(centres))
         lesion_found = np.zeros(len(centres), dtype=bool)
+        false_positive_scores = []
         for index in np.argsort(-found[:, -1], kind="stable"):
             coords, score = found[index, :dims], found[index, -1]
             candidates = np.flatnonzero(hits[index] & ~lesion_found)
@@ -147,8 +168,8 @@ class FROCMetric:
                 lesion_found[nearest] = True
                 lesion_scores[nearest] = score
             elif not hits[index].any():
-                self._fp_probs[channel].append(float(score))
-        self._tp_probs[channel].extend(lesion_scores.tolist())
+                false_positive_scores.append(float(score))
+        return lesion_scores.tolist(), false_positive_scores
 
     def compute(self) -> dict[str, dict[str, Any]]:
         """The FROC curve, the interpolated sensitivities and the score of each class."""

@@ -84,11 +84,19 @@ def fracture_statistic(
     names = run.class_names
     aurocs = fracture_auroc_statistic(run, truth)
 
+    def new_metric() -> FROCMetric:
+        return FROCMetric(len(names), names, fp_per_image=settings.fp_per_image, point_radius=settings.point_radius)
+
+    # each image's detections are matched to its lesions once; a resample only adds up the matches of its images
+    matches = [
+        new_metric().match(detections, lesion.boxes, lesion.points, min_hit_radius=lesion.min_hit_radius)
+        for detections, lesion in zip(run.detections, truth.lesions)
+    ]
+
     def statistic(index: np.ndarray) -> dict[str, float]:
-        metric = FROCMetric(len(names), names, fp_per_image=settings.fp_per_image, point_radius=settings.point_radius)
+        metric = new_metric()
         for i in index:
-            lesions = truth.lesions[i]
-            metric.update(run.detections[i], lesions.boxes, lesions.points, min_hit_radius=lesions.min_hit_radius)
+            metric.add_matches(matches[i])
         froc = metric.compute()
         auroc = aurocs(index)
         values = {auroc_name(n): auroc[n] for n in names}
