@@ -48,7 +48,8 @@ def demo(output_dir: str = "demo_output", **options):
 
 def report(run_dir: str, compare: str | list[str] | None = None, **options):
     """Write an evaluation run's HTML report (``<run_dir>/report/report.html``, figures inline): AUROC and FROC with
-    patient-level bootstrap CIs, curves, calibration, errors, subgroups; ``--compare`` other runs of the same images."""
+    patient-level bootstrap CIs, curves, calibration, errors, subgroups. ``--compare DIR`` (or ``'[DIR1,DIR2]'``)
+    adds other runs of the same images side by side; options: see :func:`cxrkd_monai.report.write_report`."""
     from cxrkd_monai.report import write_report
 
     return str(write_report(run_dir, compare=compare, **options))
