@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose, EnsureTyped
 
 from benchmarks.bundle_data import REPO_ROOT
 from benchmarks.report import Figure, GroupReport, Target
@@ -40,6 +42,7 @@ from benchmarks.scale_items import phantom_sources, write_repeated_items, write_
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, peak_rss_bytes
 from benchmarks.vkd_transforms import vkd_train_config
+from cxrkd_monai.data.datalist import load_datalist
 from cxrkd_monai.data.preprocessed_cache import (
     CachedPreprocessingd,
     PreprocessedCacheDataset,
@@ -76,11 +79,6 @@ def _current_rss_bytes() -> int:
 
 def measure_process(data_path: str, datalist: Path, cache_dir: Path, image_size: int, batch_size: int) -> dict:
     """Build ``data_path``'s dataset on ``datalist``, read one epoch; return this process's memory figures."""
-    from monai.data import CacheDataset, DataLoader
-    from monai.transforms import Compose, EnsureTyped
-
-    from cxrkd_monai.data.datalist import load_datalist
-
     rss_at_start = _current_rss_bytes()
     items = load_datalist(str(datalist), "training")
     rss_with_datalist = _current_rss_bytes()
