@@ -324,6 +324,39 @@ def format_handover(bundles: dict[str, Path], dicom_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def write_demo_reports(out: Path, aals_image_size: int) -> dict[str, Path]:
+    """The HTML evaluation reports of the demo's test runs (``cxrkd report``): VKD against its image-only baseline,
+    and the AALS student against the stage-1 teacher, with the inference's probability maps and the student's
+    stage-2 statistics. Each lands in ``<run folder>/report/report.html``."""
+    from cxrkd_monai.report import write_report
+
+    notice = "Synthetic data: these figures show the pipeline works; they say nothing about real radiographs."
+    data_dir = out / "data"
+    return {
+        "VKD against its image-only baseline": write_report(
+            out / "vkd" / "vkd" / "eval",
+            compare=[out / "vkd" / "baseline" / "eval"],
+            datalist=data_dir / "datalist_vkd.json",
+            notice=notice,
+        ),
+        "AALS student against the stage-1 teacher": write_report(
+            out / "aals" / "eval_student_aals",
+            compare=[out / "aals" / "eval_teacher"],
+            datalist=data_dir / "datalist_fracture.json",
+            maps_dir=out / "aals" / "predictions",
+            logs_dir=out / "aals" / "logs_student_aals",
+            notice=notice,
+            image_size=[aals_image_size, aals_image_size],
+        ),
+    }
+
+
+def format_reports(reports: dict[str, Path]) -> str:
+    """Where the evaluation reports are (one HTML file each, figures inline: open it in a browser)."""
+    lines = ["\nEvaluation reports (open in a browser):"]
+    return "\n".join(lines + [f"  {name}: {path}" for name, path in reports.items()])
+
+
 def run_demo(
     output_dir: str = "demo_output",
     num_patients: int = 240,
@@ -336,8 +369,9 @@ def run_demo(
     aals_teacher_epochs: int = 25,
     aals_student_epochs: int = 8,
 ) -> dict:
-    """Generate the synthetic data, run both bundles, print their tables and hand the trained models over as bundle
-    folders run on synthetic DICOM studies (:func:`export_demo_bundles`). Returns all figures and the bundles' paths."""
+    """Generate the synthetic data, run both bundles, print their tables, hand the trained models over as bundle
+    folders run on synthetic DICOM studies (:func:`export_demo_bundles`), and end with the two HTML evaluation
+    reports (:func:`write_demo_reports`). Returns all figures and the bundles' and reports' paths."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(output_dir).resolve()
     # a demo starts afresh: the bundles refuse to train over the best model of an earlier run in the same folder
@@ -359,7 +393,10 @@ def run_demo(
     text = "\n".join(report)
     print(text)
     (out / "results.txt").write_text(text + "\n")
+    reports = write_demo_reports(out, aals_image_size)
+    print(format_reports(reports))
     bundle_paths = {name: str(path) for name, path in bundles.items()}
-    figures = {"vkd": vkd, "aals": aals, "bundles": bundle_paths, "seconds": total}
+    report_paths = {name: str(path) for name, path in reports.items()}
+    figures = {"vkd": vkd, "aals": aals, "bundles": bundle_paths, "reports": report_paths, "seconds": total}
     (out / "results.json").write_text(json.dumps(figures, indent=1, default=str))
     return figures

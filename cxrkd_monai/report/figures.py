@@ -1,24 +1,23 @@
-"""The report's figures, drawn with matplotlib (Agg backend) from scikit-learn curves, and saved as PNG.
+"""The report's figures, drawn with matplotlib from scikit-learn curves, and saved as PNG.
 
-Every function returns a :class:`matplotlib.figure.Figure`; :func:`save_figure` writes it and closes it. Images are
+Every function returns a :class:`matplotlib.figure.Figure` made without pyplot (no GUI backend, no global figure
+state; it renders with Agg wherever it runs); :func:`save_figure` writes it. Images are
 shown as radiologists read them: rows top to bottom, columns left to right, bone bright. The package loads
 images as ``(1, W, H)`` (axis 0 is x), so arrays are transposed to ``(H, W)`` before drawing.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Rectangle
 from matplotlib.ticker import PercentFormatter
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
@@ -40,34 +39,44 @@ __all__ = [
 ]
 
 DPI = 110
-COLOURS = plt.get_cmap("tab10").colors
+COLOURS = matplotlib.colormaps["tab10"].colors
 GROUND_TRUTH_COLOUR = "#2ecc71"
 DETECTION_COLOUR = "#ff2bd6"
 MAP_VISIBLE_FRACTION = 0.2
 """Map values below this fraction of the colour scale's top are left transparent, so the radiograph stays readable."""
 
-plt.rcParams.update(
-    {
-        "font.family": "DejaVu Sans",
-        "font.size": 9,
-        "axes.titlesize": 10,
-        "axes.titleweight": "bold",
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "legend.fontsize": 8,
-        "legend.frameon": False,
-    }
-)
+REPORT_STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+}
+"""matplotlib settings of every report figure, applied per figure (:func:`_report_style`), never globally."""
+
+
+def _report_style(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Run a figure function under :data:`REPORT_STYLE` (an ``rc_context``), leaving the caller's settings alone."""
+
+    @functools.wraps(draw)
+    def styled(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(REPORT_STYLE):
+            return draw(*args, **kwargs)
+
+    return styled
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as PNG to ``path`` (folder created) and close it."""
+    """Write ``figure`` as PNG to ``path`` (folder created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
-    plt.close(figure)
+    with matplotlib.rc_context(REPORT_STYLE):
+        figure.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
 
 
@@ -79,6 +88,7 @@ def _defined(labels: np.ndarray) -> bool:
     return len(labels) > 0 and 0 < labels.sum() < len(labels)
 
 
+@_report_style
 def roc_curves_figure(
     probabilities: np.ndarray,
     labels: np.ndarray,
@@ -93,7 +103,8 @@ def roc_curves_figure(
         class_names: the ``K`` class names.
         aurocs: per class name, the AUROC interval shown in the legend.
     """
-    figure, axes = plt.subplots(figsize=(5.6, 4.8))
+    figure = Figure(figsize=(5.6, 4.8))
+    axes = figure.subplots()
     for k, name in enumerate(class_names):
         y, p = labels[observed[:, k], k], probabilities[observed[:, k], k]
         if not _defined(y):
@@ -112,11 +123,13 @@ def roc_curves_figure(
     return figure
 
 
+@_report_style
 def pr_curves_figure(
     probabilities: np.ndarray, labels: np.ndarray, observed: np.ndarray, class_names: Sequence[str]
 ) -> Figure:
     """One precision-recall curve per class (legend: average precision, and the prevalence a random model scores)."""
-    figure, axes = plt.subplots(figsize=(5.6, 4.8))
+    figure = Figure(figsize=(5.6, 4.8))
+    axes = figure.subplots()
     for k, name in enumerate(class_names):
         y, p = labels[observed[:, k], k], probabilities[observed[:, k], k]
         if not _defined(y):
@@ -135,6 +148,7 @@ def pr_curves_figure(
     return figure
 
 
+@_report_style
 def reliability_figure(
     probabilities: np.ndarray, labels: np.ndarray, observed: np.ndarray, num_bins: int, ece: float
 ) -> Figure:
@@ -147,7 +161,8 @@ def reliability_figure(
     p, y = probabilities[observed], labels[observed]
     bins = np.minimum((p * num_bins).astype(int), num_bins - 1)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 5.4), sharex=True, height_ratios=[3, 1])
+    figure = Figure(figsize=(5.6, 5.4))
+    (top, bottom) = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     counts = np.bincount(bins, minlength=num_bins)
     filled = counts > 0
     mean_probability = np.bincount(bins, weights=p, minlength=num_bins)[filled] / counts[filled]
@@ -172,6 +187,7 @@ def reliability_figure(
     return figure
 
 
+@_report_style
 def uncertainty_figure(
     stds: np.ndarray,
     probabilities: np.ndarray,
@@ -187,7 +203,8 @@ def uncertainty_figure(
     """
     s, p, y = stds[observed], probabilities[observed], labels[observed]
     wrong = (p >= 0.5) != (y > 0.5)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.2), width_ratios=[1.6, 1])
+    figure = Figure(figsize=(10.5, 4.2))
+    (left, right) = figure.subplots(1, 2, width_ratios=[1.6, 1])
     left.scatter(s[~wrong], np.abs(p - y)[~wrong], s=9, alpha=0.5, color=COLOURS[0], label="right at 0.5")
     left.scatter(s[wrong], np.abs(p - y)[wrong], s=12, alpha=0.7, color=COLOURS[3], label="wrong at 0.5")
     left.set(
@@ -273,10 +290,12 @@ def _draw_panel(axes, panel: ImagePanel, map_top: float = 1.0):
     return drawn_map
 
 
+@_report_style
 def thumbnails_figure(panels: Sequence[ImagePanel], columns: int = 4, title: str | None = None) -> Figure:
     """A grid of radiograph panels, ``columns`` per row."""
     rows = max(1, math.ceil(len(panels) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.7 * columns, 3.2 * rows), squeeze=False)
+    figure = Figure(figsize=(2.7 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis, panel in zip(axes.flat, panels):
         _draw_panel(axis, panel)
     for axis in axes.flat[len(panels) :]:
@@ -287,6 +306,7 @@ def thumbnails_figure(panels: Sequence[ImagePanel], columns: int = 4, title: str
     return figure
 
 
+@_report_style
 def overlay_figure(rows: Mapping[str, Sequence[ImagePanel]], columns: int) -> Figure:
     """Radiograph panels in labelled rows (``{"Best": [...], "Worst": [...]}``), with the legend of the marks.
 
@@ -295,7 +315,8 @@ def overlay_figure(rows: Mapping[str, Sequence[ImagePanel]], columns: int) -> Fi
     """
     maps = [p.probability_map for panels in rows.values() for p in panels if p.probability_map is not None]
     map_top = max([0.1, *[float(m.max()) for m in maps]])
-    figure, axes = plt.subplots(len(rows), columns, figsize=(3.1 * columns, 3.7 * len(rows)), squeeze=False)
+    figure = Figure(figsize=(3.1 * columns, 3.7 * len(rows)))
+    axes = figure.subplots(len(rows), columns, squeeze=False)
     drawn_map = None
     for row_axes, (label, panels) in zip(axes, rows.items()):
         for axis, panel in zip(row_axes, panels):
@@ -305,7 +326,7 @@ def overlay_figure(rows: Mapping[str, Sequence[ImagePanel]], columns: int) -> Fi
         row_axes[0].set_ylabel(label, fontsize=10, fontweight="bold")
     handles = [
         Rectangle((0, 0), 1, 1, fill=False, ec=GROUND_TRUTH_COLOUR, lw=1.4, label="ground-truth box"),
-        plt.Line2D(
+        Line2D(
             [],
             [],
             marker="o",
@@ -315,7 +336,7 @@ def overlay_figure(rows: Mapping[str, Sequence[ImagePanel]], columns: int) -> Fi
             mec=GROUND_TRUTH_COLOUR,
             label="ground-truth point (hit radius)",
         ),
-        plt.Line2D([], [], marker="x", ls="", color=DETECTION_COLOUR, label="detection (score)"),
+        Line2D([], [], marker="x", ls="", color=DETECTION_COLOUR, label="detection (score)"),
     ]
     figure.legend(handles=handles, loc="lower center", ncol=3, bbox_to_anchor=(0.45, -0.01))
     figure.tight_layout(rect=(0, 0.04, 0.93, 1), h_pad=1.5)
@@ -325,6 +346,7 @@ def overlay_figure(rows: Mapping[str, Sequence[ImagePanel]], columns: int) -> Fi
     return figure
 
 
+@_report_style
 def froc_figure(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     fp_per_image: Sequence[float],
@@ -332,7 +354,8 @@ def froc_figure(
 ) -> Figure:
     """FROC curve of each fracture type (log FP-per-image axis) with the sensitivity and its interval at each
     operating point of the FROC score."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.6))
+    figure = Figure(figsize=(6.4, 4.6))
+    axes = figure.subplots()
     for k, (name, (fps, sensitivity)) in enumerate(curves.items()):
         if not len(fps):
             continue
@@ -359,10 +382,12 @@ def froc_figure(
     return figure
 
 
+@_report_style
 def auroc_difference_figure(differences: Mapping[str, BootstrapInterval], model: str, reference: str) -> Figure:
     """Forest plot of ``model − reference`` per statistic with paired intervals; 0 (no difference) is marked."""
     names = list(differences)
-    figure, axes = plt.subplots(figsize=(6.4, 0.42 * len(names) + 1.3))
+    figure = Figure(figsize=(6.4, 0.42 * len(names) + 1.3))
+    axes = figure.subplots()
     for row, name in enumerate(names):
         interval = differences[name]
         if not math.isfinite(interval.estimate):
@@ -384,11 +409,13 @@ def auroc_difference_figure(differences: Mapping[str, BootstrapInterval], model:
     return figure
 
 
+@_report_style
 def training_curve_figure(
     series: Mapping[str, Sequence[tuple[int, float]]], title: str, ylabel: str, percent: bool = False
 ) -> Figure:
     """Epoch-level curves (``{name: [(epoch, value), ...]}``), one line each; ``percent`` labels shares as %."""
-    figure, axes = plt.subplots(figsize=(6.4, 3.8))
+    figure = Figure(figsize=(6.4, 3.8))
+    axes = figure.subplots()
     for k, (name, values) in enumerate(series.items()):
         if values:
             epochs, numbers = zip(*values)
