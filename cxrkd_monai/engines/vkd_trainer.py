@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from ignite.metrics import Metric
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
+from monai.inferers import Inferer
+from monai.transforms import Transform
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
 from cxrkd_monai.networks.vkd import VKDNet, VKDOutput
@@ -53,38 +58,90 @@ class VKDTrainer(SupervisedTrainer):
 
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (prior-path probabilities, ``(B, C)``),
     ``loss`` and each loss term (``bce_posterior``, ``kl``, ``bce_prior``) as floats for the handlers.
-    The output is not decollated by default (training has no per-item post-processing).
 
     Args:
+        device: device to train on.
+        max_epochs: number of epochs.
+        train_data_loader: batches as above.
+        network: the :class:`~cxrkd_monai.networks.VKDNet`, or the ``DistributedDataParallel`` wrapping a
+            :class:`VKDTrainingStep` of it.
+        optimizer: optimiser of the network's (and a trainable text encoder's) parameters.
+        loss_function: a :class:`~cxrkd_monai.losses.VKDLoss`, called as ``loss_function(outputs, label, mask)``.
         text_encoder: maps a list of B report strings to a ``(B, T)`` tensor; ``None`` switches text off.
         report_key: batch key of the report strings.
         mask_key: batch key of the label mask.
         num_train_samples: Monte Carlo samples of z per image in the training loss.
-        args, kwargs: passed to ``SupervisedTrainer``. ``amp`` autocasts on GPU and CPU (``amp_kwargs``
-            may set ``dtype``); ``compile=True`` compiles the training step with ``torch.compile``.
+        inferer: kept as ``engine.inferer`` (MONAI's ``train_inferer`` bundle property); the iteration does not use
+            it, because the network's training path takes the report features besides the image.
+        amp: autocast the forward pass and loss, on GPU and CPU (``amp_kwargs`` may set ``dtype``), with a
+            gradient scaler on GPU.
+        compile: compile the training step (the network's training path) with ``torch.compile``, with
+            ``compile_kwargs``.
+        other arguments: as :class:`monai.engines.SupervisedTrainer`; ``decollate`` defaults to ``False``
+            (training has no per-item post-processing).
     """
 
     def __init__(
         self,
-        *args,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable,
         text_encoder: Callable[[Sequence[str]], torch.Tensor] | None = None,
         report_key: str = "report",
         mask_key: str = "label_mask",
         num_train_samples: int = 1,
-        **kwargs,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        inferer: Inferer | None = None,
+        postprocessing: Transform | None = None,
+        key_train_metric: dict[str, Metric] | None = None,
+        additional_metrics: dict[str, Metric] | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        decollate: bool = False,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
     ) -> None:
-        kwargs.setdefault("decollate", False)
-        compile_step = kwargs.pop("compile", False)
-        compile_kwargs = kwargs.pop("compile_kwargs", None) or {}
-        super().__init__(*args, **kwargs)
         if num_train_samples < 1:
             raise ValueError(f"num_train_samples must be >= 1, got {num_train_samples}.")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            inferer=inferer,
+            postprocessing=postprocessing,
+            key_train_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            train_handlers=train_handlers,
+            amp=amp,
+            decollate=decollate,
+            optim_set_to_none=optim_set_to_none,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+            # the iteration calls the training step, not the network: that is what is compiled, below
+            compile=False,
+        )
         is_step = isinstance(self.network, VKDTrainingStep) or isinstance(
             getattr(self.network, "module", None), VKDTrainingStep
         )
         self.training_step = self.network if is_step else VKDTrainingStep(self.network)
-        if compile_step:
-            self.training_step = torch.compile(self.training_step, **compile_kwargs)
+        if compile:
+            self.training_step = torch.compile(self.training_step, **(compile_kwargs or {}))
         self.text_encoder = text_encoder
         self.report_key = report_key
         self.mask_key = mask_key

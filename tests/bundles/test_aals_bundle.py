@@ -184,7 +184,7 @@ def test_bad_training_items_fail_naming_file_and_key(phantom, tmp_path, edit, ex
     assert Path(image).name in message
 
 
-def test_multi_gpu_train_with_two_cpu_processes(phantom, tmp_path):
+def test_multi_gpu_train_with_two_cpu_processes(phantom, tmp_path, tensorboard_writers):
     # fire reads "False" as a boolean and JSON's "false" as a string
     overrides = [
         f"--{key}={value if isinstance(value, bool) else json.dumps(value)}"
@@ -205,5 +205,4 @@ def test_multi_gpu_train_with_two_cpu_processes(phantom, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "models" / "teacher.pt").is_file()
     # only rank 0 writes TensorBoard events
-    writers = {path.name.split(".")[-2] for path in (tmp_path / "eval").glob("events.out.tfevents.*")}
-    assert len(writers) == 1
+    assert len(tensorboard_writers(tmp_path / "eval")) == 1

@@ -197,7 +197,7 @@ def test_baseline_is_one_override_away(phantom, tmp_path):
     assert not (tmp_path / "text_cache").exists()
 
 
-def test_two_process_torchrun_on_cpu(phantom, tmp_path):
+def test_two_process_torchrun_on_cpu(phantom, tmp_path, tensorboard_writers):
     overrides = tiny_overrides(phantom, tmp_path, epochs=1)
     args = []
     for key, value in overrides.items():
@@ -222,8 +222,7 @@ def test_two_process_torchrun_on_cpu(phantom, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()
     # only rank 0 writes TensorBoard events (training and validation, one process id)
-    writers = {path.name.split(".")[-2] for path in (tmp_path / "eval").glob("events.out.tfevents.*")}
-    assert len(writers) == 1
+    assert len(tensorboard_writers(tmp_path / "eval")) == 1
 
 
 def test_missing_image_names_the_file(phantom, tmp_path):

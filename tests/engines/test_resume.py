@@ -1,17 +1,18 @@
 """Resumable checkpoints: atomic saving, restored random generators, best-model tracking and the overwrite guard."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd
 
 from cxrkd_monai.handlers import (
     AtomicCheckpointSaver,
-    AttributeScheduleHandler,
     BestMetricState,
     GradScalerState,
     RandomStates,
@@ -19,6 +20,8 @@ from cxrkd_monai.handlers import (
     refuse_to_overwrite,
 )
 from cxrkd_monai.losses.annealing import CyclicalAnnealingSchedule
+
+VKD_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "cxr_vkd_classification" / "configs" / "train.json"
 
 
 def _augmentation() -> Compose:
@@ -226,18 +229,26 @@ def test_best_metric_state_round_trip():
     assert (fresh.state.best_metric, fresh.state.best_metric_epoch) == (pytest.approx(0.708), 2)
 
 
+def _bundle_beta_schedule(schedule: dict) -> tuple[object, object]:
+    """The VKD bundle's β handler (a ``ParamSchedulerHandler`` of ``train#handlers``) and the loss it sets, with
+    ``schedule`` as the bundle's ``beta_schedule``."""
+    parser = ConfigParser()
+    parser.read_config(str(VKD_TRAIN_CONFIG))
+    parser["beta_schedule"] = schedule
+    index = next(i for i, h in enumerate(parser["train#handlers"]) if h["_target_"] == "ParamSchedulerHandler")
+    return parser.get_parsed_content(f"train#handlers#{index}"), parser.get_parsed_content("loss")
+
+
 def test_beta_schedule_position_is_restored_with_the_trainer_state():
     """The β schedule is a pure function of the iteration, so the trainer's own state carries its position."""
-
-    class Loss:
-        beta = 1.0
-
-    schedule = CyclicalAnnealingSchedule(total_steps=12, num_cycles=2, max_value=1.0, ratio=0.5)
+    schedule = {"_target_": "cxrkd_monai.losses.CyclicalAnnealingSchedule", "total_steps": 12, "num_cycles": 2,
+                "max_value": 1.0, "ratio": 0.5}  # fmt: skip
 
     def run(engine_state: dict | None, max_epochs: int) -> tuple[Engine, list[float]]:
-        loss, seen = Loss(), []
+        handler, loss = _bundle_beta_schedule(schedule)
+        seen = []
         engine = Engine(lambda e, batch: seen.append(loss.beta))
-        AttributeScheduleHandler(loss, "beta", schedule).attach(engine)
+        handler.attach(engine)
         if engine_state is not None:
             engine.load_state_dict(engine_state)
         engine.run(range(4), max_epochs=max_epochs)
@@ -247,7 +258,9 @@ def test_beta_schedule_position_is_restored_with_the_trainer_state():
     interrupted, first_part = run(None, max_epochs=1)
     _, resumed_part = run(interrupted.state_dict(), max_epochs=3)
     assert first_part + resumed_part == uninterrupted
-    assert uninterrupted == pytest.approx([schedule(step) for step in range(12)])
+    # every iteration, the first included, trains with the schedule's value for its 0-based step
+    reference = CyclicalAnnealingSchedule(total_steps=12, num_cycles=2, max_value=1.0, ratio=0.5)
+    assert uninterrupted == pytest.approx([reference(step) for step in range(12)])
 
 
 def test_grad_scaler_state_follows_the_scaler_the_trainer_creates_at_run_time():

@@ -9,9 +9,8 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose
 
 from cxrkd_monai.data.failed_items import DropFailedItems, FailureTolerantDataset
-from cxrkd_monai.handlers import AttributeScheduleHandler, MetricsWriter, PredictionWriter
+from cxrkd_monai.handlers import MetricsWriter, PredictionWriter
 from cxrkd_monai.handlers.failed_items import PARTIAL_FAILURE_EXIT_CODE, FailedItemsWriter, skip_batches_without_items
-from cxrkd_monai.losses.annealing import CyclicalAnnealingSchedule
 from cxrkd_monai.transforms import UnreadableImageError
 from cxrkd_monai.transforms.failures import failure_reason
 from cxrkd_monai.utils.atomic_files import write_text_atomically
@@ -42,24 +41,6 @@ def test_metrics_writer_turns_nan_into_null(tmp_path):
     MetricsWriter(str(tmp_path), extra=lambda: {"run": "test"}).attach(engine)
     engine.run([0])
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"auroc": 0.75, "auroc_rare": None, "run": "test"}
-
-
-def test_attribute_schedule_handler_follows_the_schedule():
-    class Target:
-        beta = 1.0
-
-    target, seen = Target(), []
-    engine = Engine(lambda e, batch: seen.append(target.beta))
-    schedule = CyclicalAnnealingSchedule(total_steps=8, num_cycles=2, max_value=1.0, ratio=0.5)
-    AttributeScheduleHandler(target, "beta", schedule).attach(engine)
-    engine.run(range(8), max_epochs=1)
-    assert seen == pytest.approx([schedule(step) for step in range(8)])
-    assert engine.state.metrics["beta"] == pytest.approx(schedule(7))
-
-
-def test_attribute_schedule_handler_rejects_unknown_attribute():
-    with pytest.raises(AttributeError, match="gamma"):
-        AttributeScheduleHandler(object(), "gamma", lambda step: 0.0)
 
 
 def test_write_text_atomically_keeps_the_old_file_when_the_replace_fails(tmp_path, monkeypatch):
