@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrkd_monai.data import load_datalist
 from cxrkd_monai.data.adapters import CheXpertAdapter, DatasetFormatError
 from cxrkd_monai.data.labels import CHEXPERT_CLASSES
 
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_CLASSES]
 SPLITS = ("training", "validation", "test")
+
+
+def demographics(path):
+    """``Sex`` and ``Age`` cells of a fixture row: they cycle with the patient number; patient 2 has no age."""
+    number = int(path.split("/")[1].removeprefix("patient"))
+    return ("Female", "Male", "Unknown")[number % 3], "" if number == 2 else str(40 + number)
 
 
 def write_table(root, name, rows):
@@ -19,7 +26,7 @@ def write_table(root, name, rows):
         for path, view, labels in rows:
             values = [labels.get(c, "") for c in CHEXPERT_CLASSES]
             frontal = "Lateral" if view in ("", "LL") else "Frontal"
-            writer.writerow([f"CheXpert-v1.0-small/{path}", "Female", "60", frontal, view, *values])
+            writer.writerow([f"CheXpert-v1.0-small/{path}", *demographics(path), frontal, view, *values])
             image = root / path
             image.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))).save(image)
@@ -76,6 +83,34 @@ def test_chexpert_official_validation_and_lateral_views(chexpert, tmp_path):
     assert summary["items_written"] == 45 and summary["skipped"] == {}
     train_patients = {it["patient_id"] for it in datalist["training"]} | {it["patient_id"] for it in datalist["test"]}
     assert len(train_patients) == 20 and summary["patients_per_split"]["test"] == 2
+
+
+def test_chexpert_items_carry_sex_age_and_view(chexpert, tmp_path):
+    CheXpertAdapter(chexpert, views="all").prepare(tmp_path / "c.json")
+    datalist = json.loads((tmp_path / "c.json").read_text())
+    items = {it["image"].removeprefix("CheXpert-v1.0-small/"): it for split in SPLITS for it in datalist[split]}
+    assert len(items) == 45
+    fields = {path: {k: it[k] for k in ("sex", "age", "view") if k in it} for path, it in items.items()}
+    assert fields["train/patient00001/study1/view1_frontal.jpg"] == {"sex": "M", "age": 41, "view": "AP"}
+    assert fields["train/patient00003/study1/view1_frontal.jpg"] == {"sex": "F", "age": 43, "view": "AP"}
+    assert fields["train/patient00003/study1/view2_lateral.jpg"] == {"sex": "F", "age": 43, "view": "LATERAL"}
+    # "Unknown" sex and a blank age are left out, not written as empty strings
+    assert fields["train/patient00002/study1/view1_frontal.jpg"] == {"view": "PA"}
+    assert fields["train/patient00005/study1/view1_frontal.jpg"] == {"age": 45, "view": "AP"}
+    assert {f.get("view") for f in fields.values()} == {"AP", "PA", "LATERAL"}
+
+
+def test_chexpert_frontal_image_without_ap_pa_is_frontal_and_a_bad_age_is_named(chexpert, tmp_path):
+    write_table(chexpert, "train.csv", [("train/patient00001/study1/view1_frontal.jpg", "", {})])
+    rows = (chexpert / "train.csv").read_text().replace(",Lateral,", ",Frontal,")
+    (chexpert / "train.csv").write_text(rows)
+    CheXpertAdapter(chexpert, views="FRONTAL").prepare(tmp_path / "c.json")
+    items = [it for split in SPLITS for it in load_datalist(str(tmp_path / "c.json"), split)]
+    (item,) = [it for it in items if "patient00001" in it["image"]]
+    assert (item["sex"], item["age"], item["view"]) == ("M", 41, "FRONTAL")
+    (chexpert / "train.csv").write_text(rows.replace(",Male,41,", ",Male,forty,"))
+    with pytest.raises(DatasetFormatError, match=r"train.csv.*patient00001.*age 'forty'"):
+        CheXpertAdapter(chexpert, views="all").prepare(tmp_path / "c.json")
 
 
 def test_chexpert_bad_values_and_columns_are_named(chexpert, tmp_path):

@@ -13,6 +13,7 @@ from cxrkd_monai.transforms.io import LoadCXRd
 
 REPORT = "FINAL REPORT\n INDICATION: ___M with cough.\n\n FINDINGS: No effusion.\n\n IMPRESSION: Normal chest.\n"
 LABEL_COLUMNS = list(CHEXPERT_CLASSES)
+SPLITS = ("training", "validation", "test")
 
 
 def write_csv(path, header, rows, gz=False):
@@ -141,3 +142,21 @@ def test_mimic_csv_missing_a_column_is_named(mimic, tmp_path):
     (mimic / "mimic-cxr-2.0.0-chexpert.csv").unlink()
     with pytest.raises(DatasetFormatError, match="mimic-cxr-2.0.0-chexpert.csv"):
         MimicCxrAdapter(mimic).prepare(tmp_path / "x.json")
+
+
+def test_mimic_items_carry_the_view_position_and_leave_a_blank_one_out(mimic, tmp_path):
+    metadata_path = mimic / "mimic-cxr-2.0.0-metadata.csv.gz"
+    with gzip.open(metadata_path, "rt", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    views = {"d00-lat": "", "d01-lat": "ap axial"}  # a blank ViewPosition, and one written in lower case
+    rows = [[*row[:3], views.get(row[0], row[3])] for row in rows]
+    write_csv(metadata_path, header, rows, gz=True)
+    out = tmp_path / "mimic.json"
+    MimicCxrAdapter(mimic, views="all").prepare(out)
+    datalist = json.loads(out.read_text())
+    view_of = {it["image"].rsplit("/", 1)[1]: it.get("view") for split in SPLITS for it in datalist[split]}
+    assert view_of["d00-lat.jpg"] is None and view_of["d01-lat.jpg"] == "AP AXIAL"
+    assert view_of["d00-pa.jpg"] == "PA" and view_of["d02-lat.jpg"] == "LATERAL"
+    assert {view_of[f"d{i:02d}-pa.jpg"] for i in (0, 1, 2, 6, 7)} == {"PA"}
+    blank = next(it for split in SPLITS for it in datalist[split] if it["image"].endswith("d00-lat.jpg"))
+    assert "view" not in blank and not any(k in blank for k in ("sex", "age", "body_part"))

@@ -9,6 +9,9 @@ On-disk layout (``CheXpert-v1.0`` or ``CheXpert-v1.0-small``)::
 ``Path`` starts with the release folder name (``CheXpert-v1.0-small/train/...``); it is resolved against
 ``root`` whatever the folder is called now. The view is the ``AP/PA`` column (``AP``, ``PA``, ``LL``, ``RL``),
 or ``LATERAL`` for a lateral image without one. The patient is the ``patientNNNNN`` path component.
+Items carry the subgroup fields (:mod:`~cxrkd_monai.data.adapters.subgroup_fields`) ``sex`` (``Sex``: Female /
+Male; ``Unknown`` is left out), ``age`` (``Age``, years) and ``view`` (that view; ``FRONTAL`` for a frontal image
+without ``AP/PA``), where the tables have them.
 
 CheXpert ships no reports: items carry ``report: ""`` whatever ``empty_report`` says, for image-only
 training (the VKD baseline) and evaluation. With ``official_split=True``, ``valid.csv`` is the validation split
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from cxrkd_monai.data.adapters.base import ClassificationAdapter, DatasetFormatError, Record, read_csv
+from cxrkd_monai.data.adapters.subgroup_fields import subgroup_fields
 
 __all__ = ["CheXpertAdapter"]
 
@@ -72,7 +76,8 @@ class CheXpertAdapter(ClassificationAdapter):
                     continue
                 try:
                     label, mask = self.harmoniser({k: v for k, v in row.items() if k in self.class_names})
+                    subgroups = subgroup_fields(sex=row.get("Sex"), age=row.get("Age"), view=view)
                 except ValueError as error:
                     raise DatasetFormatError(f"{str(path)!r}, {row['Path']}: {error}") from None
                 item = {"image": str(Path(self.root, *parts)), "report": "", "label": label, "label_mask": mask}
-                yield Record({**item, "patient_id": patient}, official)
+                yield Record({**item, "patient_id": patient, **subgroups}, official)

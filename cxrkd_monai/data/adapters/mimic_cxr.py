@@ -8,7 +8,10 @@ On-disk layout (as PhysioNet ships it; every table may also be ``.csv.gz``)::
     root/files/p10/p10000032/s50414267/<dicom_id>.jpg
     reports_dir/files/p10/p10000032/s50414267.txt   (MIMIC-CXR reports; reports_dir defaults to root)
 
-One item per image; the study's labels and report are shared by its images. The patient is the subject.
+One item per image; the study's labels and report are shared by its images. The patient is the subject. Each
+item carries ``view``, the image's ``ViewPosition`` (``PA``, ``AP``, ``LATERAL``, ``LL``, ``AP AXIAL``, ...; a
+blank one is left out), as a subgroup field (:mod:`~cxrkd_monai.data.adapters.subgroup_fields`). Sex and age
+live in MIMIC-IV's ``patients.csv``, which is not read.
 
 Labels follow the VKD authors' convention by default: a blank (not mentioned) is a known 0
 (``blank_policy="zeros"``) and "No Finding" is derived, 1 exactly when no finding is positive (the CheXpert
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cxrkd_monai.data.adapters.base import ClassificationAdapter, DatasetFormatError, Record, find_table, read_csv
+from cxrkd_monai.data.adapters.subgroup_fields import subgroup_fields
 from cxrkd_monai.data.reports import extract_findings_impression
 
 __all__ = ["MimicCxrAdapter"]
@@ -101,6 +105,7 @@ class MimicCxrAdapter(ClassificationAdapter):
                 "label": label,
                 "label_mask": mask,
                 "patient_id": f"p{subject}",
+                **subgroup_fields(view=row["ViewPosition"]),
             }
             yield Record(item, official.get(dicom_id))
         for subject, study in sorted(set(labels) - studies_with_images):
