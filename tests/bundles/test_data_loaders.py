@@ -25,7 +25,8 @@ def test_workers_persist_whenever_there_are_workers(config, loader, num_workers)
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["num_workers"] = num_workers
-    assert parser[f"{loader}#_target_"] == "DataLoader"
+    # the training loader's class is the config value train_loader, DataLoader by default
+    assert parser[f"{loader}#_target_"] in ("DataLoader", "@train_loader") and parser["train_loader"] == "DataLoader"
     persistent = parser.get_parsed_content(f"{loader}#persistent_workers")
     assert persistent is (num_workers > 0)
     # the pair is one DataLoader accepts (persistent workers without workers raise ValueError)

@@ -98,7 +98,7 @@ def test_training_reduces_loss_and_saves_best_checkpoint(trained_vkd):
     state = torch.load(run_dir / "models" / "model.pt", map_location="cpu")
     assert any(key.startswith("prior") or "prior" in key for key in state)
     assert not any("text" in key.lower() and "encoder" in key.lower() for key in state)
-    assert len(list((run_dir / "text_cache").rglob("*.npy"))) > 0
+    assert len(list((run_dir / "text_cache").rglob("embeddings.bin"))) == 1
 
 
 def test_evaluate_writes_per_class_auroc_and_predictions(trained_vkd, phantom):
