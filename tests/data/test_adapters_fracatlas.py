@@ -69,6 +69,23 @@ def test_training_positives_split_into_dr_and_dp_and_types_map_to_fracture_class
     assert get_adapter("fracatlas") is FracAtlasAdapter
 
 
+def test_items_carry_flagged_body_parts_and_projections(tmp_path):
+    rows = [
+        {"image_id": "IMG0000001.jpg", "hand": 1, "shoulder": 1, "mixed": 1, "frontal": 1, "lateral": 1},
+        {"image_id": "IMG0000005.jpg", "leg": 1, "frontal": 0, "oblique": 1},
+        {"image_id": "IMG0000009.jpg", "hip": 1, "frontal": 0},
+    ]
+    root = _write_fracatlas(tmp_path / "fa", rows, [])
+    FracAtlasAdapter(root, fractions=(1.0, 0.0, 0.0)).prepare(tmp_path / "d.json")
+    items = json.loads((tmp_path / "d.json").read_text())["training"]
+    fields = {it["patient_id"]: {k: it[k] for k in ("view", "body_part") if k in it} for it in items}
+    assert fields == {
+        "IMG0000001": {"view": "FRONTAL+LATERAL", "body_part": "hand+shoulder"},
+        "IMG0000005": {"view": "OBLIQUE", "body_part": "leg"},
+        "IMG0000009": {"body_part": "hip"},
+    }
+
+
 def test_flag_box_conflicts_are_counted_and_bad_boxes_named(tmp_path):
     rows = [{"image_id": "IMG0000001.jpg", "fractured": 0, "fracture_count": 1},
             {"image_id": "IMG0000003.jpg"}]
@@ -76,6 +93,9 @@ def test_flag_box_conflicts_are_counted_and_bad_boxes_named(tmp_path):
     summary = FracAtlasAdapter(root, fractions=(1.0, 0.0, 0.0)).prepare(tmp_path / "d.json")
     assert summary["label_conflicts"] == 1
     assert summary["subsets"]["training"] == {"D_R": 0, "D_P": 1, "D_N": 1}
+    items = json.loads((tmp_path / "d.json").read_text())["training"]
+    assert [it["view"] for it in items] == ["FRONTAL", "FRONTAL"]
+    assert not any("body_part" in it for it in items)  # no body-part flag: the field is left out
     (root / "boxes.csv").write_text("image,x_min,y_min,x_max,y_max,label\nimages/IMG0000001.jpg,1,1,90,9,fracture\n")
     with pytest.raises(DatasetFormatError, match=r"boxes.csv.*IMG0000001.jpg.*outside"):
         FracAtlasAdapter(root).prepare(tmp_path / "d.json")
@@ -109,6 +129,11 @@ def test_real_fracatlas_datalist(tmp_path):
     assert len(dr) == round(0.3 * len(training_positive))
     assert {it["subset"] for split in ("validation", "test") for it in items[split] if it["image_label"][0]} == {"D_R"}
     assert {it["subset"] for it in everything if not it["image_label"][0]} == {"D_N"}
+    # body-part and view counts of SOURCE.md (an image may have several of each)
+    body_parts = Counter(part for it in everything for part in it["body_part"].split("+"))
+    views = Counter(view for it in everything for view in it["view"].split("+"))
+    assert body_parts == {"hand": 594, "leg": 754, "hip": 129, "shoulder": 139}
+    assert views == {"FRONTAL": 923, "LATERAL": 531, "OBLIQUE": 109}
     for split in ("validation", "test"):
         assert 0.2 < np.mean([it["image_label"][0] for it in items[split]]) < 0.45  # stratified by fracture
     # every item passes the bundle's loading and annotation checks (boxes inside the image, known classes)

@@ -105,3 +105,50 @@ def test_generic_csv_errors_name_file_line_and_column(hospital, tmp_path):
     write_rows(hospital / "f.csv", ["image", "patient_id", "rib_fracture"], [["img/a1.png", "A", "1"]])
     with pytest.raises(DatasetFormatError, match=r"f.csv.*\['clavicle_fracture'\]"):
         GenericFractureCsvAdapter(hospital, csv_file="f.csv").prepare(tmp_path / "x.json")
+
+
+def test_generic_csv_subgroup_columns_are_normalised_and_blanks_left_out(hospital, tmp_path):
+    write_rows(
+        hospital / "labels.csv",
+        ["image", "patient_id", "view", "Sex", "age", "body_part", "Edema"],
+        [
+            ["img/a1.png", "A", "pa", "female", "063Y", "Chest", "1"],
+            ["img/b1.png", "B", "AP", "M", "71.5", "", "0"],
+            ["img/c1.png", "C", "", "Unknown", "", "chest", "0"],
+        ],
+    )
+    adapter = GenericCsvAdapter(hospital, class_names=["Edema"], views="all", sex_column="Sex")
+    adapter.prepare(tmp_path / "h.json")
+    datalist = json.loads((tmp_path / "h.json").read_text())
+    fields = {
+        it["patient_id"]: {k: it[k] for k in ("sex", "age", "view", "body_part") if k in it}
+        for split in SPLITS
+        for it in datalist[split]
+    }
+    assert fields == {
+        "A": {"sex": "F", "age": 63, "view": "PA", "body_part": "chest"},
+        "B": {"sex": "M", "age": 71.5, "view": "AP"},
+        "C": {"body_part": "chest"},
+    }
+    write_rows(
+        hospital / "f.csv",
+        ["image", "patient_id", "rib_fracture", "clavicle_fracture", "sex", "age"],
+        [["img/a1.png", "A", "1", "0", "M", "40"], ["img/b1.png", "B", "0", "0", "X", "50"]],
+    )
+    with pytest.raises(DatasetFormatError, match=r"f.csv' line 3: sex 'X'"):
+        GenericFractureCsvAdapter(hospital, csv_file="f.csv").prepare(tmp_path / "f.json")
+    write_rows(
+        hospital / "f.csv",
+        ["image", "patient_id", "rib_fracture", "clavicle_fracture", "sex", "age"],
+        [["img/a1.png", "A", "1", "0", "M", "40"], ["img/b1.png", "B", "0", "0", "", "about 50"]],
+    )
+    with pytest.raises(DatasetFormatError, match=r"f.csv' line 3: age 'about 50'"):
+        GenericFractureCsvAdapter(hospital, csv_file="f.csv").prepare(tmp_path / "f.json")
+    write_rows(
+        hospital / "f.csv",
+        ["image", "patient_id", "rib_fracture", "clavicle_fracture", "sex", "age"],
+        [["img/a1.png", "A", "1", "0", "M", "40"]],
+    )
+    GenericFractureCsvAdapter(hospital, csv_file="f.csv").prepare(tmp_path / "f.json")
+    (item,) = [it for split in SPLITS for it in json.loads((tmp_path / "f.json").read_text())[split]]
+    assert (item["sex"], item["age"], item["patient_id"]) == ("M", 40, "A") and "view" not in item

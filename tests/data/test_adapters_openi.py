@@ -101,6 +101,21 @@ def test_openi_xml_needs_projections_for_a_view_filter(openi_xml, tmp_path):
         OpenIAdapter(openi_xml).prepare(tmp_path / "openi.json")
     summary = OpenIAdapter(openi_xml, views="all").prepare(tmp_path / "all.json")
     assert summary["items_written"] == 6 and "view_excluded" not in summary["skipped"]
+    _, items = all_items(tmp_path / "all.json")
+    assert not any("view" in it for it in items)  # the XML names no projection: the field is left out
+
+
+def test_openi_items_carry_their_projection_as_view(openi_xml, tmp_path):
+    projections = openi_xml.parent / "indiana_projections.csv"
+    OpenIAdapter(openi_xml, projections=projections, views="all").prepare(tmp_path / "all.json")
+    _, items = all_items(tmp_path / "all.json")
+    view_of = {Path(it["image"]).stem.removeprefix("CXR"): it["view"] for it in items}
+    assert view_of["1_IM-0001-4001"] == "FRONTAL" and view_of["1_IM-0001-3001"] == "LATERAL"
+    assert sorted(view_of.values()) == ["FRONTAL"] * 5 + ["LATERAL"]
+    assert not any(key in it for it in items for key in ("sex", "age", "body_part"))
+    OpenIFractureAdapter(openi_xml, projections=projections, views="LL").prepare(tmp_path / "fracture.json")
+    _, items = all_items(tmp_path / "fracture.json")
+    assert [(Path(it["image"]).stem, it["view"]) for it in items] == [("CXR1_IM-0001-3001", "LATERAL")]
 
 
 def test_openi_fracture_subsets_from_mesh(openi_xml, tmp_path):
@@ -139,6 +154,7 @@ def test_openi_csv_layout_with_report_missing_for_an_image(tmp_path):
     ]
     assert items[0]["label"][CHEXPERT_CLASSES.index("Pleural Effusion")] == 1.0
     assert summary["skipped"] == {"report_missing": 1, "view_excluded": 1}
+    assert [it["view"] for it in items] == ["FRONTAL", "FRONTAL"]
 
 
 def test_openi_real_iu_csv_prevalence_matches_an_independent_count(tmp_path):

@@ -25,6 +25,11 @@ once). The views of one study sit at consecutive image numbers with the same bod
 size (e.g. ``IMG0000058``/``IMG0000059``, frontal and lateral of one hand), so each such run of images is one
 group, named after its first image, and the split is made over groups, stratified by whether a group has a
 fracture. A patient whose scans are not consecutive cannot be found and may span splits.
+
+Subgroup fields (:mod:`~cxrkd_monai.data.adapters.subgroup_fields`): ``body_part`` is the flagged body parts,
+joined with ``+`` in the order hand, leg, hip, shoulder (``"hand+shoulder"`` for an image showing both), and
+``view`` the flagged projections in upper case, joined the same way (``"FRONTAL"``, ``"FRONTAL+LATERAL"``); a
+row without any flag leaves the field out. FracAtlas records neither sex nor age.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrkd_monai.data.adapters.base import DatasetAdapter, DatasetFormatError, Record, read_csv
+from cxrkd_monai.data.adapters.subgroup_fields import joined_names, subgroup_fields
 from cxrkd_monai.data.splits import split_patients
 from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
@@ -231,4 +237,8 @@ class FracAtlasAdapter(DatasetAdapter):
             "boxes": boxes,
             "points": [[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[4]] for b in boxes],
             "patient_id": patient_id,
+            **subgroup_fields(
+                view=joined_names(name.upper() for name in PROJECTIONS if image.row[name] == "1"),
+                body_part=joined_names(name for name in BODY_PARTS if image.row[name] == "1"),
+            ),
         }

@@ -5,6 +5,10 @@ Columns (names configurable):
 - ``image`` (required): image path, relative to ``root`` or absolute (DICOM, PNG, JPEG, NIfTI);
 - ``patient_id`` (required);
 - ``view`` (optional): view position (``PA``, ``AP``, ``LL``, ...); without the column no view filter applies;
+- ``sex``, ``age``, ``body_part`` (optional): subgroup fields written into the items with ``view``
+  (:mod:`~cxrkd_monai.data.adapters.subgroup_fields`): sex as F/Female, M/Male, O/Other; age in years or as a
+  DICOM age (``063Y``); body part as named, lower-cased. A blank or ``Unknown`` cell is left out of the item;
+  any other value outside the vocabulary is an error naming the file and line;
 - ``split`` (optional): ``training``/``train``, ``validation``/``valid``/``val`` or ``test``, honoured with
   ``official_split=True``; a blank cell leaves the row to the seeded split;
 - classification (:class:`GenericCsvAdapter`): ``report`` (optional, free text, its FINDINGS/IMPRESSION are
@@ -35,6 +39,7 @@ from cxrkd_monai.data.adapters.base import (
     Record,
     read_csv,
 )
+from cxrkd_monai.data.adapters.subgroup_fields import subgroup_fields
 from cxrkd_monai.data.labels import FRACTURE_CLASSES
 from cxrkd_monai.data.reports import extract_findings_impression
 from cxrkd_monai.utils.fracture_subsets import fracture_subset
@@ -54,7 +59,7 @@ SPLIT_ALIASES = {
 
 
 class _GenericCsvBase(DatasetAdapter):
-    """Row loop shared by both CSV adapters: image, patient, view filter and the split column."""
+    """Row loop shared by both CSV adapters: image, patient, view filter, subgroup fields and the split column."""
 
     def __init__(
         self,
@@ -64,6 +69,9 @@ class _GenericCsvBase(DatasetAdapter):
         patient_column: str = "patient_id",
         view_column: str = "view",
         split_column: str = "split",
+        sex_column: str = "sex",
+        age_column: str = "age",
+        body_part_column: str = "body_part",
         **kwargs,
     ) -> None:
         super().__init__(root, **kwargs)
@@ -72,10 +80,14 @@ class _GenericCsvBase(DatasetAdapter):
         self.patient_column = patient_column
         self.view_column = view_column
         self.split_column = split_column
+        self.subgroup_columns = {
+            "sex": sex_column, "age": age_column, "view": view_column, "body_part": body_part_column
+        }  # fmt: skip
         self.columns: list[str] = []
 
-    def _rows(self, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str], str, str, str | None]]:
-        """``(line number, row, absolute image path, patient id, official split)`` of each row kept."""
+    def _rows(self, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str], str, dict, str | None]]:
+        """``(line number, row, absolute image path, patient fields, official split)`` of each row kept; the
+        patient fields are ``patient_id`` and the subgroup fields the row has."""
         rows = read_csv(self.csv_path, (self.image_column, self.patient_column, *required))
         self.columns = list(rows[0]) if rows else []
         for line, row in enumerate(rows, start=2):
@@ -95,7 +107,11 @@ class _GenericCsvBase(DatasetAdapter):
                     f"{str(self.csv_path)!r} line {line}: {self.split_column} {split!r} is not one of "
                     f"{sorted(SPLIT_ALIASES)}."
                 )
-            yield line, row, str(self.root / image), patient, SPLIT_ALIASES.get(split)
+            try:
+                subgroups = subgroup_fields(**{key: row.get(column) for key, column in self.subgroup_columns.items()})
+            except ValueError as error:
+                raise DatasetFormatError(f"{str(self.csv_path)!r} line {line}: {error}.") from None
+            yield line, row, str(self.root / image), {"patient_id": patient, **subgroups}, SPLIT_ALIASES.get(split)
 
 
 class GenericCsvAdapter(_GenericCsvBase, ClassificationAdapter):
@@ -105,6 +121,7 @@ class GenericCsvAdapter(_GenericCsvBase, ClassificationAdapter):
         root: folder the image paths are relative to.
         csv_file: the CSV, relative to ``root`` or absolute.
         image_column, patient_column, view_column, split_column, report_column: column names.
+        sex_column, age_column, body_part_column: names of the optional subgroup columns.
         **kwargs: :class:`ClassificationAdapter` options.
 
     Example::
@@ -125,7 +142,7 @@ class GenericCsvAdapter(_GenericCsvBase, ClassificationAdapter):
 
     def records(self) -> Iterator[Record]:
         checked_columns = False
-        for line, row, image, patient, split in self._rows():
+        for line, row, image, patient_fields, split in self._rows():
             if not checked_columns:
                 checked_columns = True
                 self.classes_without_column = [name for name in self.class_names if name not in self.columns]
@@ -144,8 +161,8 @@ class GenericCsvAdapter(_GenericCsvBase, ClassificationAdapter):
                 report = extract_findings_impression(row[self.report_column])
                 if not self.report_kept(report, image):
                     continue
-            item = {"image": image, "report": report, "label": label, "label_mask": mask, "patient_id": patient}
-            yield Record(item, split)
+            item = {"image": image, "report": report, "label": label, "label_mask": mask}
+            yield Record({**item, **patient_fields}, split)
 
 
 class GenericFractureCsvAdapter(_GenericCsvBase):
@@ -168,7 +185,7 @@ class GenericFractureCsvAdapter(_GenericCsvBase):
         self.points_column = points_column
 
     def records(self) -> Iterator[Record]:
-        for line, row, image, patient, split in self._rows(FRACTURE_CLASSES):
+        for line, row, image, patient_fields, split in self._rows(FRACTURE_CLASSES):
             boxes = self._annotations(row, self.boxes_column, 5, line)
             points = self._annotations(row, self.points_column, 3, line)
             image_label = []
@@ -184,9 +201,8 @@ class GenericFractureCsvAdapter(_GenericCsvBase):
                 "subset": fracture_subset(image_label, bool(boxes or points)),
                 "boxes": boxes,
                 "points": points,
-                "patient_id": patient,
             }
-            yield Record(item, split)
+            yield Record({**item, **patient_fields}, split)
 
     def _annotations(self, row: dict[str, str], column: str, length: int, line: int) -> list[list]:
         cell = (row.get(column) or "").strip()

@@ -18,6 +18,10 @@ Two on-disk layouts are read (the first found wins):
   ``indiana_projections.csv``, whose ``1_IM-0001-3001.dcm.png`` names the same images); PA and AP select the
   ``Frontal`` images, LL/RL/LATERAL the ``Lateral`` ones.
 
+Each item carries ``view``, its projection in upper case (``FRONTAL`` or ``LATERAL``), where known, as a subgroup
+field (:mod:`~cxrkd_monai.data.adapters.subgroup_fields`). The collection is de-identified: neither layout
+records the patient's sex or age.
+
 Labels come from the manually coded MeSH problems (the part of each ``;``-separated MeSH entry before the
 first ``/``). The coding lists every problem seen, so for a class with a mapping the absence of its terms is
 a known negative (no value is ever blank, so ``blank_policy`` changes nothing here); a class without a mapping
@@ -46,6 +50,7 @@ from cxrkd_monai.data.adapters.base import (
     Record,
     read_csv,
 )
+from cxrkd_monai.data.adapters.subgroup_fields import subgroup_fields
 from cxrkd_monai.data.reports import report_from_sections
 from cxrkd_monai.utils.fracture_subsets import fracture_subset
 
@@ -160,7 +165,8 @@ class _OpenIBase(DatasetAdapter):
         self.image_dir = image_dir
         self.projections = projections
 
-    def _images(self, study: OpenIStudy) -> list[Path]:
+    def _images(self, study: OpenIStudy) -> list[tuple[Path, dict]]:
+        """The study's images that pass the view filter, each with its subgroup fields (``view``)."""
         if self.views is not None and any(not projection for _, projection in study.images):
             raise DatasetFormatError(
                 f"OpenI study CXR{study.uid} has images without a projection; pass projections="
@@ -169,7 +175,7 @@ class _OpenIBase(DatasetAdapter):
         kept = []
         for path, projection in study.images:
             if self.projection_accepted(projection):
-                kept.append(path)
+                kept.append((path, subgroup_fields(view=projection)))
             else:
                 self.summary.skip("view_excluded", path.name)
         return kept
@@ -214,9 +220,9 @@ class OpenIAdapter(_OpenIBase, ClassificationAdapter):
             images = self._images(study)
             if not self.report_kept(report, f"CXR{study.uid}", len(images)):
                 continue
-            for path in images:
+            for path, subgroups in images:
                 item = {"image": str(path), "report": report, "label": label, "label_mask": mask}
-                yield Record({**item, "patient_id": f"CXR{study.uid}"})
+                yield Record({**item, "patient_id": f"CXR{study.uid}", **subgroups})
 
 
 class OpenIFractureAdapter(_OpenIBase):
@@ -244,6 +250,6 @@ class OpenIFractureAdapter(_OpenIBase):
                 self.summary.skip("fracture_site_unspecified", f"CXR{study.uid}", len(study.images))
                 continue
             subset = fracture_subset(image_label, has_regions=False)
-            for path in self._images(study):
+            for path, subgroups in self._images(study):
                 item = {"image": str(path), "image_label": image_label, "subset": subset, "boxes": [], "points": []}
-                yield Record({**item, "patient_id": f"CXR{study.uid}"})
+                yield Record({**item, "patient_id": f"CXR{study.uid}", **subgroups})
