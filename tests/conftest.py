@@ -30,7 +30,9 @@ def phantom(tmp_path_factory) -> Path:
     return root
 
 
-def config_workflow(configs: str | Path | Sequence[str | Path], workflow_type: str = "train", **overrides):
+def config_workflow(
+    configs: str | Path | Sequence[str | Path], workflow_type: str = "train", **overrides
+) -> ConfigWorkflow:
     """An initialised ``ConfigWorkflow`` of one bundle's config files, merged in order.
 
     Like ``monai.bundle run``, it reads ``metadata.json`` and ``logging.conf`` from the folder of the first config
@@ -46,14 +48,17 @@ def config_workflow(configs: str | Path | Sequence[str | Path], workflow_type: s
     return workflow
 
 
-def run_workflow(configs: str | Path | Sequence[str | Path], workflow_type: str = "train", **overrides):
-    """:func:`config_workflow`, checked against MONAI's required properties of ``workflow_type``, run and
-    finalised."""
-    workflow = config_workflow(configs, workflow_type, **overrides)
+def run_to_completion(workflow: ConfigWorkflow) -> ConfigWorkflow:
+    """An initialised workflow, checked against MONAI's required properties of its type, run and finalised."""
     assert not workflow.check_properties(), workflow.check_properties()
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def run_workflow(configs: str | Path | Sequence[str | Path], workflow_type: str = "train", **overrides):
+    """:func:`config_workflow` run to completion (:func:`run_to_completion`)."""
+    return run_to_completion(config_workflow(configs, workflow_type, **overrides))
 
 
 def error_chain(error: BaseException) -> list[BaseException]:

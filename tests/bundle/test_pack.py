@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 from monai.apps.utils import HashCheckError
-from monai.bundle import ConfigParser, ConfigWorkflow, download_large_files
+from monai.bundle import ConfigParser, download_large_files
 
 from cxrkd_monai.bundle import check_bundle_archive, pack_bundle
-from cxrkd_monai.data.phantom import generate_phantom_dataset
+from tests.conftest import config_workflow
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"
@@ -122,10 +122,8 @@ def test_large_files_format_is_what_monai_downloads(tmp_path):
 
 
 @pytest.mark.slow
-def test_packed_zip_downloads_from_a_file_url_and_runs_inference(tmp_path):
+def test_packed_zip_downloads_from_a_file_url_and_runs_inference(phantom, tmp_path):
     """pack (with weights) -> `monai.bundle download --url file://...` -> inference.json from the unpacked copy."""
-    phantom = tmp_path / "phantom"
-    generate_phantom_dataset(output_dir=str(phantom), num_patients=8, seed=5, image_size=(72, 64))
     class_names = json.loads((phantom / "datalist_vkd.json").read_text())["class_names"]
     overrides = {"class_names": class_names, "network_def#latent_dim": 8, "network_def#hidden_dim": 16}
 
@@ -151,11 +149,9 @@ def test_packed_zip_downloads_from_a_file_url_and_runs_inference(tmp_path):
     unpacked = downloads / "cxr_vkd_classification"
     assert (unpacked / "models" / "model.pt").read_bytes() == (bundle / "models" / "model.pt").read_bytes()
 
-    workflow = ConfigWorkflow(
-        config_file=str(unpacked / "configs" / "inference.json"),
-        logging_file=str(unpacked / "configs" / "logging.conf"),
-        workflow_type="infer",
-        bundle_root=str(unpacked),
+    workflow = config_workflow(
+        unpacked / "configs" / "inference.json",
+        "infer",
         dataset_dir=str(phantom),
         output_dir=str(tmp_path / "predictions"),
         image_size=[64, 64],
@@ -163,7 +159,6 @@ def test_packed_zip_downloads_from_a_file_url_and_runs_inference(tmp_path):
         num_workers=0,
         **overrides,
     )
-    workflow.initialize()
     assert workflow.parser.get_parsed_content("ckpt_path") == str(unpacked) + "/models/model.pt"
     workflow.run()
     workflow.finalize()

@@ -12,9 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 
 from cxrkd_monai.data.phantom import generate_phantom_dataset
+from tests.conftest import config_workflow, error_messages, run_to_completion
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_aals_fracture_detection"
 CONFIGS = BUNDLE / "configs"
@@ -34,50 +34,31 @@ FAST = {
 pytestmark = pytest.mark.slow
 
 
-def _workflow(config_files, workflow_type: str, **overrides) -> ConfigWorkflow:
-    return ConfigWorkflow(
-        config_file=config_files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **{**FAST, **overrides},
-    )
-
-
-def _run(workflow: ConfigWorkflow) -> ConfigWorkflow:
-    workflow.initialize()
-    assert not workflow.check_properties()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _messages(error: BaseException) -> str:
-    """Every message in an exception chain (MONAI wraps component errors in RuntimeError)."""
-    parts = []
-    while error is not None:
-        parts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(parts)
-
-
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("phantom")
+    """Square images, unlike the shared phantom: a peak in the letterbox padding of a non-square image is reported
+    at coordinates outside the image (detections are not yet limited to it), and the inference test checks that
+    every detection lies inside the image."""
+    root = tmp_path_factory.mktemp("square_phantom")
     generate_phantom_dataset(root, num_patients=12, image_size=(64, 64), seed=0)
     return root
+
+
+def _workflow(config_files, workflow_type: str, **overrides):
+    """The fracture bundle's ``config_files`` with the tiny detector (:data:`FAST`), initialised."""
+    return config_workflow(config_files, workflow_type, **{**FAST, **overrides})
 
 
 @pytest.fixture(scope="module")
 def trained(phantom, tmp_path_factory) -> Path:
     """Stage 1 then stage 2 (AALS) into one bundle root."""
     root = tmp_path_factory.mktemp("bundle_root")
-    teacher = _run(_workflow([TEACHER], "train", bundle_root=str(root), dataset_dir=str(phantom)))
+    teacher = run_to_completion(_workflow([TEACHER], "train", bundle_root=str(root), dataset_dir=str(phantom)))
     assert teacher.trainer.state.epoch == 1
     assert "val_froc" in teacher.evaluator.state.metrics and "val_auroc" in teacher.evaluator.state.metrics
     assert (root / "models" / "teacher.pt").is_file()
 
-    student = _run(_workflow([TEACHER, STUDENT], "train", bundle_root=str(root), dataset_dir=str(phantom)))
+    student = run_to_completion(_workflow([TEACHER, STUDENT], "train", bundle_root=str(root), dataset_dir=str(phantom)))
     metrics = student.trainer.state.metrics
     assert {"pseudo_positive_rate", "dp_raised_fraction", "dp_positive_area"} <= set(metrics)
     assert 0.0 <= metrics["dp_positive_area"] <= 1.0
@@ -94,7 +75,7 @@ def test_checkpoints_load_into_the_network(trained):
 @pytest.mark.parametrize("checkpoint", ["teacher.pt", "model.pt"])
 def test_evaluate_writes_metrics_froc_curve_and_predictions(trained, phantom, checkpoint, tmp_path):
     output_dir = tmp_path / "eval"
-    _run(
+    run_to_completion(
         _workflow(
             [TEACHER, str(CONFIGS / "evaluate.json")],
             "train",
@@ -127,7 +108,7 @@ def test_inference_writes_probabilities_detections_and_maps(trained, phantom, tm
         output_dir=str(output_dir),
         peak_threshold=0.0,
     )
-    _run(workflow)
+    run_to_completion(workflow)
     records = json.loads((output_dir / "predictions.json").read_text())
     test_items = json.loads((phantom / "datalist_fracture.json").read_text())["test"]
     assert sorted(Path(r["image"]).name for r in records) == sorted(Path(i["image"]).name for i in test_items)
@@ -144,10 +125,9 @@ def test_inference_writes_probabilities_detections_and_maps(trained, phantom, tm
 
 def test_stage2_without_stage1_checkpoint_names_path(phantom, tmp_path):
     workflow = _workflow([TEACHER, STUDENT], "train", bundle_root=str(tmp_path), dataset_dir=str(phantom))
-    workflow.initialize()
     with pytest.raises(RuntimeError) as error:  # MONAI wraps the FileNotFoundError
         workflow.run()
-    message = _messages(error.value)
+    message = error_messages(error.value)
     assert "Stage-1 checkpoint not found" in message
     assert str(tmp_path / "models" / "teacher.pt") in message
 
@@ -176,10 +156,9 @@ def test_bad_training_items_fail_naming_file_and_key(phantom, tmp_path, edit, ex
     workflow = _workflow(
         [TEACHER], "train", bundle_root=str(tmp_path), dataset_dir=str(phantom), datalist=str(datalist)
     )
-    workflow.initialize()
     with pytest.raises(RuntimeError) as error:  # MONAI wraps the transform's ValueError
         workflow.run()
-    message = _messages(error.value)
+    message = error_messages(error.value)
     assert expected in message
     assert Path(image).name in message
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxrkd_monai.data.phantom import generate_phantom_dataset
 from tests.bundles.test_aals_bundle import FAST as FRACTURE_FAST  # tiny detector; each run sets its own epochs
 
 pytestmark = pytest.mark.slow
@@ -31,13 +30,6 @@ FRACTURE = BUNDLES / "cxr_aals_fracture_detection"
 EPOCHS = 4
 CHECKPOINT_EPOCH = re.compile(r"_checkpoint_epoch=(\d+)\.pt$")
 RUN_TIMEOUT_S = 600
-
-
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("phantom")
-    generate_phantom_dataset(root, num_patients=16, image_size=(72, 64), seed=3)
-    return root
 
 
 def _environment() -> dict:

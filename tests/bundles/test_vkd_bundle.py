@@ -11,19 +11,12 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, verify_net_in_out
 
-from cxrkd_monai.data.phantom import generate_phantom_dataset
+from tests.conftest import config_workflow, error_messages, run_to_completion
 
 pytestmark = pytest.mark.slow
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_vkd_classification"
 CONFIGS = BUNDLE / "configs"
-
-
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    out = tmp_path_factory.mktemp("phantom")
-    generate_phantom_dataset(output_dir=str(out), num_patients=16, seed=3, image_size=(72, 64))
-    return out
 
 
 def tiny_overrides(phantom: Path, run_dir: Path, **extra) -> dict:
@@ -48,31 +41,16 @@ def tiny_overrides(phantom: Path, run_dir: Path, **extra) -> dict:
     return overrides
 
 
-def error_chain(error: BaseException) -> str:
-    """The messages of an exception and of everything that caused it (MONAI wraps config errors)."""
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
-
-
-def run_workflow(config_files, workflow_type: str, **overrides) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / name) for name in config_files],
-        workflow_type=workflow_type,
-        logging_file=str(CONFIGS / "logging.conf"),
-        **overrides,
-    )
-    workflow.initialize()
-    return workflow
+def vkd_workflow(config_names, workflow_type: str, **overrides) -> ConfigWorkflow:
+    """The VKD bundle's configs named ``config_names`` (files in its ``configs/``), initialised."""
+    return config_workflow([CONFIGS / name for name in config_names], workflow_type, **overrides)
 
 
 @pytest.fixture(scope="module")
 def trained_vkd(phantom, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("vkd")
     overrides = tiny_overrides(phantom, run_dir)
-    workflow = run_workflow(["train.json"], "train", **overrides)
+    workflow = vkd_workflow(["train.json"], "train", **overrides)
     assert workflow.check_properties() in (None, [])
     trainer = workflow.parser.get_parsed_content("train#trainer")
     epoch_losses, batch_losses = [], []
@@ -103,7 +81,7 @@ def test_training_reduces_loss_and_saves_best_checkpoint(trained_vkd):
 
 def test_evaluate_writes_per_class_auroc_and_predictions(trained_vkd, phantom):
     run_dir, overrides, _ = trained_vkd
-    workflow = run_workflow(["train.json", "evaluate.json"], "eval", **overrides)
+    workflow = vkd_workflow(["train.json", "evaluate.json"], "eval", **overrides)
     workflow.run()
     workflow.finalize()
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
@@ -119,7 +97,7 @@ def _infer(run_dir: Path, phantom: Path, overrides: dict, name: str, dataset_dir
     inference = {
         k: overrides[k] for k in ("bundle_root", "class_names", "image_size", "latent_dim", "inference_mc_samples")
     }
-    workflow = run_workflow(
+    workflow = vkd_workflow(
         ["inference.json"],
         "infer",
         **inference,
@@ -128,9 +106,7 @@ def _infer(run_dir: Path, phantom: Path, overrides: dict, name: str, dataset_dir
         ckpt_path=str(run_dir / "models" / "model.pt"),
         output_dir=str(run_dir / name),
     )
-    assert workflow.check_properties() in (None, [])
-    workflow.run()
-    workflow.finalize()
+    run_to_completion(workflow)
     return json.loads((run_dir / name / "predictions.json").read_text())
 
 
@@ -187,12 +163,12 @@ def test_verify_net_in_out():
 
 def test_baseline_is_one_override_away(phantom, tmp_path):
     overrides = tiny_overrides(phantom, tmp_path, epochs=1, use_text=False)
-    workflow = run_workflow(["train.json"], "train", **overrides)
+    workflow = vkd_workflow(["train.json"], "train", **overrides)
     assert workflow.parser.get_parsed_content("text_encoder") is None
     workflow.run()
     workflow.finalize()
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu")
-    reference = run_workflow(["train.json"], "train", **tiny_overrides(phantom, tmp_path / "ref", epochs=1))
+    reference = vkd_workflow(["train.json"], "train", **tiny_overrides(phantom, tmp_path / "ref", epochs=1))
     assert state.keys() == reference.parser.get_parsed_content("network_def").state_dict().keys()
     assert not (tmp_path / "text_cache").exists()
 
@@ -231,8 +207,8 @@ def test_missing_image_names_the_file(phantom, tmp_path):
     (tmp_path / "datalist_vkd.json").write_text(json.dumps(datalist))
     overrides = tiny_overrides(phantom, tmp_path, dataset_dir=str(tmp_path), epochs=1)
     with pytest.raises(Exception) as raised:
-        run_workflow(["train.json"], "train", **overrides).run()
-    assert "does_not_exist.png" in error_chain(raised.value)
+        vkd_workflow(["train.json"], "train", **overrides).run()
+    assert "does_not_exist.png" in error_messages(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -251,14 +227,14 @@ def test_bad_item_names_the_file_and_key(phantom, tmp_path, field, value, messag
     (tmp_path / "datalist_vkd.json").write_text(json.dumps(datalist))
     overrides = tiny_overrides(phantom, tmp_path, dataset_dir=str(tmp_path), epochs=1)
     with pytest.raises(Exception) as raised:
-        run_workflow(["train.json"], "train", **overrides).run()
-    assert message in error_chain(raised.value)
-    assert bad_image in error_chain(raised.value)
+        vkd_workflow(["train.json"], "train", **overrides).run()
+    assert message in error_messages(raised.value)
+    assert bad_image in error_messages(raised.value)
 
 
 def test_unknown_config_reference_is_named(phantom, tmp_path):
     overrides = tiny_overrides(phantom, tmp_path, epochs=1)
     overrides["network_def#num_classes"] = "@num_klasses"
     with pytest.raises(Exception) as raised:
-        run_workflow(["train.json"], "train", **overrides).run()
-    assert "num_klasses" in error_chain(raised.value)
+        vkd_workflow(["train.json"], "train", **overrides).run()
+    assert "num_klasses" in error_messages(raised.value)

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrkd_monai.data.phantom import generate_phantom_dataset
 from cxrkd_monai.data.reports import report_from_sections
-from tests.bundles.test_vkd_bundle import run_workflow, tiny_overrides
+from tests.bundles.test_vkd_bundle import tiny_overrides, vkd_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +76,13 @@ def train_and_evaluate(root: Path, datalist: dict, run_dir: Path) -> tuple[list[
             item["image"] = str(root / item["image"])
     (data_dir / "datalist_vkd.json").write_text(json.dumps(datalist))
     overrides = tiny_overrides(data_dir, run_dir, epochs=2, evaluate_split="validation")
-    workflow = run_workflow(["train.json"], "train", **overrides)
+    workflow = vkd_workflow(["train.json"], "train", **overrides)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     workflow.run()
     workflow.finalize()
-    evaluation = run_workflow(["train.json", "evaluate.json"], "eval", **overrides)
+    evaluation = vkd_workflow(["train.json", "evaluate.json"], "eval", **overrides)
     evaluation.run()
     evaluation.finalize()
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from monai.bundle import ConfigWorkflow
 
 from cxrkd_monai.bundle.trained_bundle import check_exported_bundle
+from tests.conftest import config_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +51,14 @@ def test_exported_bundle_reproduces_the_demo_test_figures_from_its_own_evaluate_
     demo_dir, figures = tiny_demo
     bundle = Path(figures["bundles"][name])
     configs, (task, variant), demo_eval = EVALUATIONS[name]
-    workflow = ConfigWorkflow(
-        config_file=[str(bundle / "configs" / config) for config in configs],
+    workflow = config_workflow(
+        [bundle / "configs" / config for config in configs],
+        "eval",
         logging_file=False,
-        workflow_type="eval",
-        bundle_root=str(bundle),
         dataset_dir=str(demo_dir / "data"),
         output_dir=str(tmp_path),
         num_workers=0,
     )
-    workflow.initialize()
     workflow.run()
     workflow.finalize()
 
@@ -68,8 +66,14 @@ def test_exported_bundle_reproduces_the_demo_test_figures_from_its_own_evaluate_
     demo_figures = figures[task][variant]
     auroc_keys = [key for key in metrics if "auroc" in key]
     assert auroc_keys and any(0.0 < (demo_figures[key] or 0.0) < 1.0 for key in auroc_keys)
+    bootstrap, demo_bootstrap = metrics.pop("bootstrap"), demo_figures["bootstrap"]
     for key in metrics:
         assert same_figure(metrics[key], demo_figures[key]), (key, metrics[key], demo_figures[key])
+    # the same predictions, resampled with the same seed: the same intervals
+    assert bootstrap["intervals"].keys() == demo_bootstrap["intervals"].keys()
+    for key, interval in bootstrap["intervals"].items():
+        for bound in ("lower", "upper"):
+            assert same_figure(interval[bound], demo_bootstrap["intervals"][key][bound]), (key, bound)
     rows = read_rows(tmp_path / "predictions.csv")
     numeric = [column for column in next(iter(rows.values())) if "prob" in column or column.startswith("std_")]
     assert_same_numbers(rows, read_rows(demo_dir / demo_eval / "predictions.csv"), numeric, tolerance=1e-6)
