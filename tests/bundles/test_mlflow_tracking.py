@@ -1,0 +1,138 @@
+"""``--tracking configs/mlflow_tracking.json`` runs of both bundles write MLflow runs; TensorBoard gets images.
+
+Each bundle trains one epoch on a tiny phantom with tracking on (the fracture bundle both stages), and the
+MLflow run is read back with ``MlflowClient`` from the local SQLite store: the trainer's loss scalars per
+iteration, the validation metrics per epoch, the bundle's hyperparameters and the executed config as an
+artifact. The evaluation run adds its metrics and output files. The validation image summaries (inputs, and
+the fracture detector's probability maps) are read back from the TensorBoard event files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from monai.bundle import ConfigWorkflow
+from monai.utils import path_to_sqlite_uri
+from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+from cxrkd_monai.data.phantom import generate_phantom_dataset
+from tests.bundles.test_aals_bundle import FAST as FRACTURE_FAST
+
+pytestmark = pytest.mark.slow
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+VKD = BUNDLES / "cxr_vkd_classification"
+FRACTURE = BUNDLES / "cxr_aals_fracture_detection"
+
+
+def run_tracked(bundle: Path, config_names: list[str], workflow_type: str, **overrides) -> None:
+    configs = bundle / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(configs / name) for name in config_names],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        tracking=str(configs / "mlflow_tracking.json"),
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+
+
+def tracked_runs(tracking_uri: str, experiment_name: str) -> list:
+    """The experiment's runs, oldest first."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, f"no MLflow experiment {experiment_name!r} in {tracking_uri}"
+    return sorted(client.search_runs([experiment.experiment_id]), key=lambda run: run.info.start_time)
+
+
+def artifact_names(tracking_uri: str, run) -> set[str]:
+    return {artifact.path for artifact in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
+
+
+def metric_steps(tracking_uri: str, run, key: str) -> list[int]:
+    return [metric.step for metric in mlflow.MlflowClient(tracking_uri).get_metric_history(run.info.run_id, key)]
+
+
+def image_tags(log_dir: Path) -> list[str]:
+    accumulator = EventAccumulator(str(log_dir), size_guidance={IMAGES: 0})
+    accumulator.Reload()
+    return accumulator.Tags()[IMAGES]
+
+
+def test_vkd_training_and_evaluation_are_tracked_in_mlflow(tmp_path):
+    phantom = tmp_path / "phantom"
+    generate_phantom_dataset(output_dir=str(phantom), num_patients=12, seed=3, image_size=(72, 64))
+    class_names = json.loads((phantom / "datalist_vkd.json").read_text())["class_names"]
+    tracking_uri = path_to_sqlite_uri(str(tmp_path / "mlruns.db"))
+    overrides = {
+        "bundle_root": str(VKD),
+        "dataset_dir": str(phantom),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        "text_cache_dir": str(tmp_path / "text_cache"),
+        "class_names": class_names,
+        "image_size": [64, 64],
+        "latent_dim": 16,
+        "epochs": 1,
+        "batch_size": 8,
+        "num_workers": 0,
+        "learning_rate": 1e-3,
+        "inference_mc_samples": 2,
+        "pretrained": False,
+        "tracking_uri": tracking_uri,
+    }
+    run_tracked(VKD, ["train.json"], "train", **overrides)
+    (train_run,) = tracked_runs(tracking_uri, "CXR VKD classification")
+    assert train_run.info.status == "FINISHED"
+    metrics = train_run.data.metrics
+    assert {"train_loss", "train_kl", "train_bce_prior", "train_bce_posterior", "val_macro_auroc"} <= set(metrics)
+    iterations = -(-len(json.loads((phantom / "datalist_vkd.json").read_text())["training"]) // 8)
+    assert metric_steps(tracking_uri, train_run, "train_loss") == list(range(1, iterations + 1))
+    assert metric_steps(tracking_uri, train_run, "val_macro_auroc") == [1]
+    params = train_run.data.params
+    assert params["learning_rate"] == "0.001" and params["epochs"] == "1" and params["image_size"] == "[64, 64]"
+    assert params["max_epochs"] == "1"
+    assert any(
+        name.startswith("config_") and name.endswith(".json") for name in artifact_names(tracking_uri, train_run)
+    )
+    assert {"input_0_HW_0"} <= set(image_tags(tmp_path / "eval"))
+
+    run_tracked(VKD, ["train.json", "evaluate.json"], "eval", **overrides)
+    evaluation = tracked_runs(tracking_uri, "CXR VKD classification")[-1]
+    assert evaluation.info.run_id != train_run.info.run_id
+    assert evaluation.info.status == "FINISHED"
+    assert {"val_macro_auroc", "micro_auroc", "ece"} <= set(evaluation.data.metrics)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluation.data.metrics["micro_auroc"] == pytest.approx(saved["micro_auroc"])
+    assert {"metrics.json", "predictions.csv"} <= artifact_names(tracking_uri, evaluation)
+
+
+def test_fracture_teacher_and_student_are_tracked_in_mlflow(tmp_path):
+    phantom = tmp_path / "phantom"
+    generate_phantom_dataset(phantom, num_patients=12, image_size=(64, 64), seed=0)
+    root = tmp_path / "bundle_root"
+    configs = FRACTURE / "configs"
+    teacher, student = str(configs / "train_teacher.json"), str(configs / "train_student.json")
+    overrides = {**FRACTURE_FAST, "bundle_root": str(root), "dataset_dir": str(phantom)}
+    run_tracked(FRACTURE, [teacher], "train", **overrides)
+    run_tracked(FRACTURE, [teacher, student], "train", **overrides)
+
+    tracking_uri = path_to_sqlite_uri(str(root / "mlruns.db"))  # the bundle's default store
+    teacher_run, student_run = tracked_runs(tracking_uri, "CXR AALS fracture detection")
+    for run in (teacher_run, student_run):
+        assert run.info.status == "FINISHED"
+        assert {"train_loss", "val_froc", "val_auroc"} <= set(run.data.metrics)
+        assert metric_steps(tracking_uri, run, "val_froc") == [1]
+        assert any(name.startswith("config_") for name in artifact_names(tracking_uri, run))
+    assert teacher_run.data.params["ckpt_name"] == "teacher.pt"
+    assert student_run.data.params["ckpt_name"] == "model.pt"
+    assert student_run.data.params["sharpening"] == "aals"
+    assert "pseudo_positive_rate" in student_run.data.metrics
+    tags = set(image_tags(root / "eval"))
+    assert {"input_0_HW_0", "output_HW_0", "output_HW_1"} <= tags
