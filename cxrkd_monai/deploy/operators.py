@@ -306,11 +306,21 @@ class BundleInferenceOperator(Operator):
 class VKDClassificationOperator(BundleInferenceOperator):
     """:class:`BundleInferenceOperator` for ``cxr_vkd_classification``: per-class probability ± uncertainty.
 
-    Findings text, one line per class after the summary (``prob_<class>``/``std_<class>`` of the record)::
+    With a calibrated bundle (``models/calibration.json``; the record carries ``calibrated_<class>``,
+    ``threshold_<class>``, ``positive_<class>`` and ``operating_point``), the findings are the bundle's own calls at
+    its operating point, and the text says which point and where it was chosen::
 
-        Findings (probability >= 0.50): Cardiomegaly, Pleural Effusion
-        Cardiomegaly: probability 0.8123, uncertainty 0.0412
+        Operating point: youden (per-class thresholds on the temperature-scaled probability, chosen on validation)
+        Findings: Cardiomegaly, Pleural Effusion
+        Cardiomegaly: probability 0.8123 (calibrated 0.7310, threshold 0.4420: positive), uncertainty 0.0412
         ...
+
+    Without one (a record of ``prob_<class>``/``std_<class>`` only), a class is a finding from
+    ``decision_threshold``::
+
+        Operating point: probability >= 0.50 (no calibration in the bundle)
+        Findings: Cardiomegaly, Pleural Effusion
+        Cardiomegaly: probability 0.8123, uncertainty 0.0412
 
     Example::
 
@@ -319,12 +329,27 @@ class VKDClassificationOperator(BundleInferenceOperator):
 
     def findings(self, record: Mapping[str, Any]) -> str:
         classes = [key.removeprefix("prob_") for key in record if key.startswith("prob_")]
-        positive = [name for name in classes if record[f"prob_{name}"] >= self.decision_threshold]
-        lines = [f"Findings (probability >= {self.decision_threshold:.2f}): {', '.join(positive) or 'none'}"]
-        lines += [
-            f"{name}: probability {record[f'prob_{name}']:.4f}, uncertainty {record[f'std_{name}']:.4f}"
-            for name in classes
-        ]
+        calibrated = record.get("operating_point") not in (None, "default")
+        if calibrated:
+            source = (self.bundle_metadata.get("calibration") or {}).get("fitted_on", {}).get("source")
+            header = (
+                f"Operating point: {record['operating_point']} (per-class thresholds on the temperature-scaled "
+                f"probability{f', chosen on {source}' if source else ''})"
+            )
+            positive = [name for name in classes if record[f"positive_{name}"] == 1.0]
+        else:
+            header = f"Operating point: probability >= {self.decision_threshold:.2f} (no calibration in the bundle)"
+            positive = [name for name in classes if record[f"prob_{name}"] >= self.decision_threshold]
+        lines = [header, f"Findings: {', '.join(positive) or 'none'}"]
+        for name in classes:
+            line = f"{name}: probability {record[f'prob_{name}']:.4f}"
+            if calibrated:
+                threshold, call = record[f"threshold_{name}"], record[f"positive_{name}"]
+                decision = "no operating point" if call is None else ("positive" if call == 1.0 else "negative")
+                line += f" (calibrated {record[f'calibrated_{name}']:.4f}, " + (
+                    f"{decision})" if threshold is None else f"threshold {threshold:.4f}: {decision})"
+                )
+            lines.append(f"{line}, uncertainty {record[f'std_{name}']:.4f}")
         return "\n".join(lines)
 
 

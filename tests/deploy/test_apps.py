@@ -30,6 +30,7 @@ from cxrkd_monai.deploy.operators import (
     resolve_bundle_root,
     single_frame_size,
 )
+from cxrkd_monai.transforms.calibration import Calibration, temperature_scale
 
 pytestmark = pytest.mark.slow
 
@@ -88,10 +89,29 @@ def make_tiny_bundle(source: Path, destination: Path, overrides: dict) -> Path:
     return destination
 
 
+VKD_TEMPERATURE = 2.0
+VKD_THRESHOLD = 0.5
+VKD_LINE = (
+    r"{name}: probability ([0-9.]+)"
+    r"(?: \(calibrated ([0-9.]+), (?:threshold ([0-9.]+): )?(positive|negative|no operating point)\))?, "
+    r"uncertainty ([0-9.]+)"
+)
+
+
 @pytest.fixture(scope="module")
 def vkd_bundle(tmp_path_factory) -> Path:
+    """The tiny VKD bundle with a stored calibration: temperature 2 and the Youden threshold 0.5 for every class."""
     root = tmp_path_factory.mktemp("vkd") / "cxr_vkd_classification"
-    return make_tiny_bundle(REPO / "bundles" / "cxr_vkd_classification", root, VKD_TINY)
+    bundle = make_tiny_bundle(REPO / "bundles" / "cxr_vkd_classification", root, VKD_TINY)
+    class_names = ConfigParser.load_config_file(bundle / "configs" / "inference.json")["class_names"]
+    point = {"threshold": VKD_THRESHOLD, "sensitivity": 1.0, "specificity": 1.0, "ppv": 1.0}
+    calibration = Calibration(
+        class_names=class_names,
+        temperature=[VKD_TEMPERATURE] * len(class_names),
+        operating_points={rule: dict.fromkeys(class_names, point) for rule in ("youden", "sensitivity", "ppv")},
+    )
+    (bundle / "models" / "calibration.json").write_text(calibration.to_json())
+    return bundle
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +173,21 @@ def test_vkd_app_sr_matches_bundle_inference(samples, vkd_bundle, tmp_path, samp
     assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
     lines = text.splitlines()
     class_names = [key.removeprefix("prob_") for key in reference if key.startswith("prob_")]
-    assert len(class_names) == 14 and len(lines) == 1 + len(class_names)
-    expected_findings = [name for name in class_names if reference[f"prob_{name}"] >= 0.5]
-    assert lines[0] == f"Findings (probability >= 0.50): {', '.join(expected_findings) or 'none'}"
-    for name, line in zip(class_names, lines[1:]):
-        match = re.fullmatch(rf"{re.escape(name)}: probability ([0-9.]+), uncertainty ([0-9.]+)", line)
-        assert match, line
+    assert len(class_names) == 14 and len(lines) == 2 + len(class_names)
+    # the stored temperature and operating point, applied by the bundle and stated in the SR
+    probabilities = torch.tensor([reference[f"prob_{name}"] for name in class_names], dtype=torch.float64)
+    calibrated = temperature_scale(probabilities, torch.full((14,), VKD_TEMPERATURE, dtype=torch.float64)).tolist()
+    expected_findings = [name for name, value in zip(class_names, calibrated) if value >= VKD_THRESHOLD]
+    assert lines[0] == "Operating point: youden (per-class thresholds on the temperature-scaled probability)"
+    assert lines[1] == f"Findings: {', '.join(expected_findings) or 'none'}"
+    for name, value, line in zip(class_names, calibrated, lines[2:]):
+        match = re.fullmatch(VKD_LINE.format(name=re.escape(name)), line)
+        assert match and match[2] is not None, line
         assert float(match[1]) == pytest.approx(reference[f"prob_{name}"], abs=5.1e-5)
-        assert float(match[2]) == pytest.approx(reference[f"std_{name}"], abs=5.1e-5)
+        assert float(match[2]) == pytest.approx(value, abs=5.1e-5)
+        assert float(match[3]) == VKD_THRESHOLD
+        assert match[4] == ("positive" if name in expected_findings else "negative")
+        assert float(match[5]) == pytest.approx(reference[f"std_{name}"], abs=5.1e-5)
     assert any(reference[f"std_{name}"] > 0 for name in class_names)
 
     saved = json.loads((tmp_path / "output" / "result.json").read_text())
@@ -262,10 +289,12 @@ def test_instance_without_source_file_is_written_for_the_loader(samples, tmp_pat
 
 
 def test_torchscript_only_bundle_gives_the_checkpoint_predictions(samples, vkd_bundle, tmp_path):
-    """``models/model.ts`` from ``ckpt_export`` replaces the network; deterministic (L = 0) outputs agree."""
+    """``models/model.ts`` from ``ckpt_export`` replaces the network, the calibration beside it still applies;
+    deterministic (L = 0) outputs agree."""
     torchscript_bundle = tmp_path / "cxr_vkd_classification"
     shutil.copytree(vkd_bundle / "configs", torchscript_bundle / "configs")
     (torchscript_bundle / "models").mkdir()
+    shutil.copy2(vkd_bundle / "models" / "calibration.json", torchscript_bundle / "models" / "calibration.json")
     ckpt_export(
         net_id="network_def",
         filepath=str(torchscript_bundle / "models" / "model.ts"),
@@ -280,7 +309,7 @@ def test_torchscript_only_bundle_gives_the_checkpoint_predictions(samples, vkd_b
         ).infer(image)
         for bundle in (vkd_bundle, torchscript_bundle)
     ]
-    assert records[0].keys() == records[1].keys()
+    assert records[0].keys() == records[1].keys() and records[1]["operating_point"] == "youden"
     for key in records[0]:
         if key != "image":
             assert records[1][key] == pytest.approx(records[0][key], abs=1e-5), key
@@ -328,7 +357,10 @@ def test_both_apps_on_the_demo_dicom_studies_carry_the_bundle_predictions_and_th
         assert saved["sop_instance_uid"] == source.SOPInstanceUID
         assert result.findings == saved["findings"].splitlines()
         row = predictions[result.app][str(result.input_file)]
-        class_lines = {line.split(":")[0]: line for line in result.findings[1:] if " point:" not in line}
+        header_lines = 2 if result.app == "cxr_vkd_app" else 1  # VKD states its operating point, then the findings
+        class_lines = {
+            line.split(":")[0]: line for line in result.findings[header_lines:] if " point:" not in line
+        }
         if result.app == "cxr_fracture_app":
             assert list(class_lines) == ["rib_fracture", "clavicle_fracture"]
             for name, line in class_lines.items():
@@ -341,8 +373,8 @@ def test_both_apps_on_the_demo_dicom_studies_carry_the_bundle_predictions_and_th
         class_names = [key.removeprefix("prob_") for key in reference if key.startswith("prob_")]
         assert list(class_lines) == class_names
         for name, line in class_lines.items():
-            match = re.fullmatch(rf"{re.escape(name)}: probability ([0-9.]+), uncertainty ([0-9.]+)", line)
-            probability, spread = float(match[1]), float(match[2])
+            match = re.fullmatch(VKD_LINE.format(name=re.escape(name)), line)
+            probability, spread = float(match[1]), float(match[5])
             assert probability == pytest.approx(reference[f"prob_{name}"], abs=5.1e-5)
             assert spread == pytest.approx(reference[f"std_{name}"], abs=5.1e-5)
             standard_error = ((spread**2 + float(row[f"std_{name}"]) ** 2) / mc_samples) ** 0.5

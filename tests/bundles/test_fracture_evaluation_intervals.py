@@ -1,0 +1,48 @@
+"""The fracture bundle's evaluate.json: patient-level bootstrap intervals in metrics.json, patients and labels in
+predictions.json (an untrained seeded detector suffices: the intervals are about the evaluation, not the model)."""
+
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from cxrkd_monai.metrics import per_class_auroc
+from tests.bundles.test_aals_bundle import CONFIGS, FAST, TEACHER, _workflow
+from tests.conftest import run_to_completion
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_writes_patient_level_intervals_and_predictions_with_patients_and_labels(phantom, tmp_path):
+    parser = ConfigParser()
+    parser.read_config(TEACHER)
+    parser.update(FAST)
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "model.pt")
+    output_dir = tmp_path / "eval"
+    run_to_completion(
+        _workflow(
+            [TEACHER, str(CONFIGS / "evaluate.json")], "train", bundle_root=str(tmp_path), dataset_dir=str(phantom),
+            ckpt_path=str(tmp_path / "model.pt"), output_dir=str(output_dir), bootstrap_samples=40, bootstrap_seed=2,
+        )  # fmt: skip
+    )
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    bootstrap = metrics["bootstrap"]
+    test_items = json.loads((phantom / "datalist_fracture.json").read_text())["test"]
+    assert (bootstrap["num_resamples"], bootstrap["seed"], bootstrap["unit"]) == (40, 2, "patient")
+    assert bootstrap["num_units"] == len({item["patient_id"] for item in test_items}) < len(test_items)
+    # image-level AUROC per type gets intervals; FROC is not a multi-label metric of scores and is left out
+    assert set(bootstrap["intervals"]) == {"val_auroc", "val_auroc_rib_fracture", "val_auroc_clavicle_fracture"}
+    for key, interval in bootstrap["intervals"].items():
+        assert interval["estimate"] == pytest.approx(metrics[key], abs=1e-12) or metrics[key] is None
+
+    records = json.loads((output_dir / "predictions.json").read_text())
+    assert [record["patient_id"] for record in records] == [item["patient_id"] for item in test_items]
+    names = ["rib_fracture", "clavicle_fracture"]
+    labels = [[record[f"label_{name}"] for name in names] for record in records]
+    assert labels == [item["image_label"] for item in test_items]
+    scores = [[record[f"{name}_probability"] for name in names] for record in records]
+    for name, value in zip(names, per_class_auroc(scores, labels)):
+        if value == value:
+            assert metrics[f"val_auroc_{name}"] == pytest.approx(value, abs=1e-6)
