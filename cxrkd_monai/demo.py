@@ -142,6 +142,8 @@ def run_aals(
     common = {
         "dataset_dir": str(data_dir),
         "ckpt_dir": str(models),
+        # the preprocessed cache goes with the run, not into the bundle folder (an installed package)
+        "cache_dir": str(work_dir / "cache" / "preprocessed"),
         "image_size": [image_size, image_size],
         "batch_size": batch_size,
         "num_workers": 0,
