@@ -18,9 +18,12 @@ from typing import Any
 from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError, require_utf8
 from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 
-__all__ = ["TEXT_KEYS", "load_class_names", "load_datalist", "read_datalist_json"]
+__all__ = ["SUBGROUP_KEYS", "TEXT_KEYS", "load_class_names", "load_datalist", "read_datalist_json"]
 
 TEXT_KEYS = ("report",)
+# Descriptive fields an adapter writes where its source records them (docs/data.md, "Subgroup fields"). Reports
+# group by them; the training and inference pipelines never read them, and an item may lack any of them.
+SUBGROUP_KEYS = ("sex", "age", "view", "body_part")
 """Item keys holding free text; each must be a string (or null) that can be encoded as UTF-8."""
 
 
@@ -78,7 +81,9 @@ def load_datalist(
 
     Returns:
         The items (new dicts) in file order, ``image`` an absolute or datalist-relative path joined to the
-        datalist's folder, the other keys as stored.
+        datalist's folder, the other keys as stored except the :data:`SUBGROUP_KEYS`. Those are left out: a
+        source records them for some images only, and items that differ in keys cannot be collated into one
+        batch. Reports read them from the datalist file itself.
 
     Raises:
         FileNotFoundError: the datalist, or with ``require_images`` one of its images, is missing (the path is
@@ -98,8 +103,9 @@ def load_datalist(
         )
     where = f"Datalist {datalist_path} '{key}'"
     items = [_checked_item(entry, index, where) for index, entry in enumerate(content[key])]
-    for item in items:
+    for index, item in enumerate(items):
         item["image"] = str(datalist_path.parent / item["image"])
+        items[index] = {k: v for k, v in item.items() if k not in SUBGROUP_KEYS}
     if subsets is not None:
         unknown = {item.get("subset") for item in items} - set(FRACTURE_SUBSETS)
         if unknown:

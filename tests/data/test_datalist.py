@@ -135,3 +135,23 @@ def test_class_names_must_be_distinct_strings(folder, names):
     path = write(folder, content)
     with pytest.raises(InvalidDatalistError, match="class_names"):
         load_class_names(str(path))
+
+
+def test_subgroup_fields_present_on_some_items_only_are_left_out_so_a_batch_collates(folder):
+    from monai.data import list_data_collate
+
+    path = write(
+        folder,
+        {
+            "training": [
+                {"image": "images/a.png", "label": [1.0], "sex": "F", "age": 63, "view": "PA"},
+                {"image": "images/b.png", "label": [0.0], "body_part": "hand"},
+            ]
+        },
+    )
+    raw = json.loads(path.read_text())["training"]
+    with pytest.raises(KeyError):
+        list_data_collate([dict(item) for item in raw])  # the failure the loader prevents
+    items = load_datalist(str(path), "training")
+    assert [sorted(item) for item in items] == [["image", "label"], ["image", "label"]]
+    assert list_data_collate(items)["label"].tolist() == [[1.0], [0.0]]

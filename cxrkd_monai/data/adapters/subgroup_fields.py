@@ -19,9 +19,10 @@ import math
 import re
 from collections.abc import Iterable
 
+from cxrkd_monai.data.datalist import SUBGROUP_KEYS
+
 __all__ = ["SUBGROUP_KEYS", "age_in_years", "joined_names", "sex_code", "subgroup_fields", "view_code"]
 
-SUBGROUP_KEYS = ("sex", "age", "view", "body_part")
 """The item keys of the subgroup fields, in the order they are written."""
 
 _SEX_CODES = {"f": "F", "female": "F", "m": "M", "male": "M", "o": "O", "other": "O"}
