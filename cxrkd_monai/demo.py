@@ -76,6 +76,8 @@ def run_vkd(data_dir: Path, work_dir: Path, image_size: int, epochs: int, batch_
         "learning_rate": 1e-3,
         "latent_dim": DEMO_LATENT_DIM,
         "text_cache_dir": str(work_dir / "text_embeddings"),
+        # the preprocessed cache goes with the run, not into the bundle folder (an installed package)
+        "cache_dir": str(work_dir / "cache" / "preprocessed"),
         **DEMO_IMAGE_ENCODER,
     }
     results = {}
