@@ -140,7 +140,8 @@ def detect_in_original_pixels(
         threshold, nms_kernel_size, max_peaks: see :func:`cxrkd_monai.transforms.find_peaks`.
 
     Returns:
-        one ``(N_k, D + 1)`` array per class: original-pixel coordinates (axis 0 = x) then the score.
+        one ``(N_k, D + 1)`` array per class: original-pixel coordinates (axis 0 = x) then the score. A peak in
+        the letterbox padding maps outside the image; it marks no place on the radiograph and is left out.
     """
     if not isinstance(geometry, LetterboxGeometry):
         geometry = LetterboxGeometry.from_tensor(torch.as_tensor(geometry).cpu())
@@ -153,7 +154,9 @@ def detect_in_original_pixels(
     for class_peaks in peaks:
         class_peaks = np.array(class_peaks, dtype=np.float64).reshape(-1, geometry.ndim + 1)
         class_peaks[:, : geometry.ndim] = geometry.to_original(class_peaks[:, : geometry.ndim])
-        detections.append(class_peaks)
+        coords = class_peaks[:, : geometry.ndim]
+        inside = np.all((coords >= 0) & (coords <= np.asarray(geometry.original_size, dtype=np.float64)), axis=1)
+        detections.append(class_peaks[inside])
     return detections
 
 

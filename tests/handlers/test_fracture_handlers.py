@@ -122,6 +122,14 @@ def test_detection_lands_at_original_pixel_of_map_peak():
     np.testing.assert_allclose(detections[0], [[22 / 0.64, 18 / 0.64, 0.9]], rtol=1e-5)
 
 
+def test_peak_in_the_letterbox_padding_is_no_detection():
+    # The 100 x 50 image fills grid rows y in [16, 48); map pixel (5, 1) has its centre at grid y = 6, in the
+    # padding above the image (original y = (6 - 16) / 0.64 < 0), map pixel (5, 14) at y = 58, below it.
+    maps = _maps_with_peaks({(0, 0, (5, 1)): 0.8, (0, 0, (5, 14)): 0.7, (0, 0, (5, 8)): 0.9})
+    detections = detect_in_original_pixels(maps[0], GEOMETRY.to_tensor(), threshold=0.05)
+    np.testing.assert_allclose(detections[0], [[22 / 0.64, 18 / 0.64, 0.9]], rtol=1e-5)
+
+
 def test_annotations_round_trip_through_letterbox():
     boxes = np.array([[10.0, 20.0, 30.0, 40.0, 1.0]])
     points = np.array([[55.0, 5.0, 0.0]])
