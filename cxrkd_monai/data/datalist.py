@@ -64,7 +64,11 @@ def read_datalist_json(path: str | Path) -> dict[str, Any]:
 
 
 def load_datalist(
-    path: str, key: str = "training", subsets: Sequence[str] | None = None, require_images: bool = True
+    path: str,
+    key: str = "training",
+    subsets: Sequence[str] | None = None,
+    require_images: bool = True,
+    subgroup_fields: bool = False,
 ) -> list[dict]:
     """Items of ``key`` in the datalist at ``path``, image paths resolved against the datalist's folder.
 
@@ -78,12 +82,13 @@ def load_datalist(
         subsets: keep only items whose ``subset`` is one of these (fracture datalists: D_R, D_P, D_N).
         require_images: raise when a listed image file does not exist. Inference passes ``False``: there a
             missing file is one failed item (a row of ``errors.csv``), not the end of the run.
+        subgroup_fields: keep the :data:`SUBGROUP_KEYS` (reports group by them). The bundles' pipelines leave
+            them out: a source records them for some images only, and items that differ in keys cannot be
+            collated into one batch.
 
     Returns:
         The items (new dicts) in file order, ``image`` an absolute or datalist-relative path joined to the
-        datalist's folder, the other keys as stored except the :data:`SUBGROUP_KEYS`. Those are left out: a
-        source records them for some images only, and items that differ in keys cannot be collated into one
-        batch. Reports read them from the datalist file itself.
+        datalist's folder, the other keys as stored (the :data:`SUBGROUP_KEYS` only with ``subgroup_fields``).
 
     Raises:
         FileNotFoundError: the datalist, or with ``require_images`` one of its images, is missing (the path is
@@ -105,7 +110,8 @@ def load_datalist(
     items = [_checked_item(entry, index, where) for index, entry in enumerate(content[key])]
     for index, item in enumerate(items):
         item["image"] = str(datalist_path.parent / item["image"])
-        items[index] = {k: v for k, v in item.items() if k not in SUBGROUP_KEYS}
+        if not subgroup_fields:
+            items[index] = {k: v for k, v in item.items() if k not in SUBGROUP_KEYS}
     if subsets is not None:
         unknown = {item.get("subset") for item in items} - set(FRACTURE_SUBSETS)
         if unknown:

@@ -56,7 +56,8 @@ def match_ground_truth(run: EvaluationRun, settings: ReportSettings) -> RunTruth
     Raises:
         ValueError: a predicted image is not in the split, or an item's label has the wrong length (named).
     """
-    items = {str(Path(item["image"]).resolve()): item for item in load_datalist(str(settings.datalist), settings.split)}
+    listed = load_datalist(str(settings.datalist), settings.split, subgroup_fields=True)
+    items = {str(Path(item["image"]).resolve()): item for item in listed}
     unknown = [image for image in run.images if image not in items]
     if unknown:
         raise ValueError(

@@ -107,7 +107,7 @@ def test_real_fracatlas_datalist(tmp_path):
     out = tmp_path / "fracatlas" / "datalist_fracture.json"
     summary = FracAtlasAdapter(FRACATLAS, annotated_fraction=0.3, seed=0).prepare(out)
     datalist = json.loads(out.read_text())
-    items = {split: load_datalist(str(out), split) for split in SPLITS}
+    items = {split: load_datalist(str(out), split, subgroup_fields=True) for split in SPLITS}
     # counts of SOURCE.md: 1,445 images, 444 fractured, 578 boxes; the one image flagged unfractured but boxed
     # counts as positive
     assert sum(len(v) for v in items.values()) == summary["items_written"] == 1445 and summary["skipped"] == {}

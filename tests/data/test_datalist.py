@@ -154,4 +154,5 @@ def test_subgroup_fields_present_on_some_items_only_are_left_out_so_a_batch_coll
         list_data_collate([dict(item) for item in raw])  # the failure the loader prevents
     items = load_datalist(str(path), "training")
     assert [sorted(item) for item in items] == [["image", "label"], ["image", "label"]]
+    assert load_datalist(str(path), "training", subgroup_fields=True)[0]["sex"] == "F"
     assert list_data_collate(items)["image"] == [str(folder / "images/a.png"), str(folder / "images/b.png")]
