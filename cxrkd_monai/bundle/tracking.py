@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +79,15 @@ def bundle_parameters(config_file: str | Path) -> dict[str, str]:
     return parameters
 
 
-def training_scalars(output: Mapping[str, Any], prefix: str = "train_") -> dict[str, float]:
-    """The scalar entries of a trainer's (not decollated) ``engine.state.output``, named ``<prefix><key>``.
+def training_scalars(output: Sequence[Mapping[str, Any]], prefix: str = "train_") -> dict[str, float]:
+    """The scalar entries of a trainer's decollated ``engine.state.output``, named ``<prefix><key>``.
 
-    The bundles' trainers keep their output a dict (``loss`` and, for VKD, the loss terms ``bce_posterior``,
-    ``kl`` and ``bce_prior``); MONAI's default tracking settings expect a decollated list instead. Tensors with
-    more than one element (images, predictions) are left out.
+    The bundles' trainers repeat ``loss`` and, for VKD, the loss terms ``bce_posterior``, ``kl`` and
+    ``bce_prior`` in every item of their decollated output; they are read from the first item. Entries that are
+    tensors with more than one element (images, predictions) are left out.
     """
     scalars = {}
-    for key, value in output.items():
+    for key, value in output[0].items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             scalars[f"{prefix}{key}"] = float(value.detach())
         elif isinstance(value, int | float) and not isinstance(value, bool):

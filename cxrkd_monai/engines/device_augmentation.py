@@ -52,9 +52,7 @@ class AugmentingPrepareBatch(PrepareBatch):
         **kwargs: Any,
     ) -> Any:
         if not isinstance(batchdata, Mapping):
-            raise TypeError(
-                f"AugmentingPrepareBatch expects a dictionary batch, got {type(batchdata).__name__}."
-            )
+            raise TypeError(f"AugmentingPrepareBatch expects a dictionary batch, got {type(batchdata).__name__}.")
         moved = dict(batchdata)
         for key in self.augmentation.keys:
             if isinstance(moved.get(key), torch.Tensor):

@@ -78,10 +78,13 @@ class TeacherStudentTrainer(SupervisedTrainer):
     minimum lies at ``w * y / ((w - 1) * y + 1)``, e.g. 0.53 for a target of 0.1 at ``w = 10``).
 
     ``engine.state.output`` holds ``image``, ``label`` (rendered target maps), ``pred`` (student logits
-    ``(B, K, *S)``), ``loss``, and for the ``N`` batch items that have a soft map: ``dp_mask`` ``(N, K)``
-    (which of their maps are soft), ``dp_teacher`` (the teacher's maps, ``(N, K, *S)`` probabilities) and
-    ``dp_target`` (the maps the student is pushed towards); in ``"mil"`` mode both are the student's own map.
-    :class:`~cxrkd_monai.metrics.PseudoPositiveRate` reads them.
+    ``(B, K, *S)``), ``loss``, ``dp_mask`` (bool ``(B, K)``, which maps are soft), ``dp_teacher`` (the
+    teacher's maps, ``(B, K, *S)`` probabilities) and ``dp_target`` (the maps the student is pushed towards);
+    in ``"mil"`` mode both are the student's own map. The teacher runs on the items with a soft map only;
+    ``dp_teacher`` and ``dp_target`` are zeros for the others. As in MONAI's ``SupervisedTrainer`` the output
+    (and the batch) are decollated after each iteration by default, into one dict per image with ``loss``
+    repeated in each, so ``monai.handlers.from_engine(["loss"], first=True)`` picks the loss.
+    :class:`~cxrkd_monai.metrics.PseudoPositiveRate` reads the ``dp_*`` entries.
 
     Args:
         device: device to train on.
@@ -146,7 +149,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
         metric_cmp_fn: Callable = default_metric_cmp_fn,
         train_handlers: Sequence | None = None,
         amp: bool = False,
-        decollate: bool = False,
+        decollate: bool = True,
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
@@ -247,9 +250,9 @@ class TeacherStudentTrainer(SupervisedTrainer):
         items = soft.any(dim=1)
         pseudo_loss, dp_teacher, dp_target = self._pseudo_label_loss(engine, inputs[items], pred[items], soft[items])
         engine.state.output[Keys.LOSS] = hard_loss + self.pseudo_label_weight * pseudo_loss
-        engine.state.output["dp_mask"] = soft[items]
-        engine.state.output["dp_teacher"] = dp_teacher
-        engine.state.output["dp_target"] = dp_target
+        engine.state.output["dp_mask"] = soft
+        engine.state.output["dp_teacher"] = _scatter_items(dp_teacher, items)
+        engine.state.output["dp_target"] = _scatter_items(dp_target, items)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
     def _pseudo_label_loss(
@@ -270,6 +273,13 @@ class TeacherStudentTrainer(SupervisedTrainer):
             dp_target = self.label_sharpening(teacher_prob)
         pseudo_loss = masked_map_mean(self.soft_target_loss(pred, dp_target), soft, "soft_target_loss")
         return pseudo_loss, teacher_prob, dp_target
+
+
+def _scatter_items(values: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``(N, K, *S)`` maps of the ``N`` selected items placed into zeros ``(B, K, *S)``; ``items`` is bool ``(B,)``."""
+    full = values.new_zeros((len(items), *values.shape[1:]))
+    full[items] = values
+    return full
 
 
 def masked_map_mean(values: torch.Tensor, mask: torch.Tensor, source: str = "loss") -> torch.Tensor:

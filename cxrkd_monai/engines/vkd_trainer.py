@@ -57,7 +57,10 @@ class VKDTrainer(SupervisedTrainer):
     on the prior path: this is the baseline.
 
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (prior-path probabilities, ``(B, C)``),
-    ``loss`` and each loss term (``bce_posterior``, ``kl``, ``bce_prior``) as floats for the handlers.
+    ``loss`` and each loss term (``bce_posterior``, ``kl``, ``bce_prior``) as floats for the handlers. As in
+    MONAI's ``SupervisedTrainer`` the output (and the batch) are decollated after each iteration by default,
+    into one dict per image with the loss and its terms repeated in each, so
+    ``monai.handlers.from_engine(["loss"], first=True)`` picks the loss.
 
     Args:
         device: device to train on.
@@ -77,8 +80,7 @@ class VKDTrainer(SupervisedTrainer):
             gradient scaler on GPU.
         compile: compile the training step (the network's training path) with ``torch.compile``, with
             ``compile_kwargs``.
-        other arguments: as :class:`monai.engines.SupervisedTrainer`; ``decollate`` defaults to ``False``
-            (training has no per-item post-processing).
+        other arguments: as :class:`monai.engines.SupervisedTrainer`.
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class VKDTrainer(SupervisedTrainer):
         metric_cmp_fn: Callable = default_metric_cmp_fn,
         train_handlers: Sequence | None = None,
         amp: bool = False,
-        decollate: bool = False,
+        decollate: bool = True,
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,

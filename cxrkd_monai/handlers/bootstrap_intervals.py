@@ -7,11 +7,9 @@ from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 from ignite.engine import Engine, Events
 
 from cxrkd_monai.metrics.bootstrap import bootstrap_intervals
-from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, observed_entries
 
 __all__ = ["BootstrapIntervals"]
 
@@ -30,14 +28,20 @@ def _warnings_silenced(metric_logger: logging.Logger) -> Iterator[None]:
 
 
 class BootstrapIntervals:
-    """Bootstrap intervals of every masked multi-label metric of an evaluator, resampling patients.
+    """Bootstrap intervals of every metric of an evaluator that can be resampled, resampling patients.
 
-    At completion each metric of ``metrics`` (the evaluator's own handlers, e.g. ``val_macro_auroc``, ``micro_auroc``,
-    ``macro_f1_at_0.5``, ``ece``) is recomputed on resamples of the images it accumulated, with the function that
-    computed it (its ``compute_observed``: the same threshold, bins and observed labels), and so are its per-class
-    values (``val_macro_auroc_<class>``). The images of one patient (``group_key`` of each batch item, ``patient_id``
-    in the datalists) enter and leave a resample together; an item without a patient is its own cluster, and with no
-    patient at all the images are resampled. Other metrics (FROC) are left out, with a log line naming them.
+    At completion each metric of ``metrics`` (the evaluator's own handlers) that has a ``bootstrap_statistic`` is
+    recomputed on resamples of the images it accumulated, with the function that computed it, and so are its
+    per-class values:
+
+    - the masked multi-label metrics (:class:`~cxrkd_monai.metrics.MaskedMultiLabelHandler`: ``val_macro_auroc``,
+      ``micro_auroc``, ``macro_f1_at_0.5``, ``ece``, ...) with the same threshold, bins and observed labels;
+    - the FROC score (:class:`~cxrkd_monai.metrics.FROCScore`, ``val_froc`` and ``val_froc_<type>``), each image
+      matched to its lesions once.
+
+    The images of one patient (``group_key`` of each batch item, ``patient_id`` in the datalists) enter and leave a
+    resample together; an item without a patient is its own cluster, and with no patient at all the images are
+    resampled. Other metrics are left out, with a log line naming them.
 
     :meth:`summary` gives the result for :class:`~cxrkd_monai.handlers.MetricsWriter`'s ``extra``::
 
@@ -73,7 +77,7 @@ class BootstrapIntervals:
         group_key: str = "patient_id",
         image_key: str = "image",
     ) -> None:
-        self.metrics = {name: h for name, h in metrics.items() if isinstance(h, MaskedMultiLabelHandler)}
+        self.metrics = {name: h for name, h in metrics.items() if callable(getattr(h, "bootstrap_statistic", None))}
         self.skipped = sorted(set(metrics) - set(self.metrics))
         self.num_resamples, self.confidence, self.seed = int(num_resamples), float(confidence), int(seed)
         self.group_key, self.image_key = group_key, image_key
@@ -111,31 +115,22 @@ class BootstrapIntervals:
 
     def _compute(self, engine: Engine) -> None:
         if self.skipped:
-            logger.info("Bootstrap intervals leave out %d metric(s) that are not multi-label: %s", len(self.skipped),
-                        self.skipped)  # fmt: skip
+            logger.info("Bootstrap intervals leave out %d metric(s) without a bootstrap statistic: %s",
+                        len(self.skipped), self.skipped)  # fmt: skip
         groups, unit = self._cluster_ids()
         intervals = {}
-        for name, handler in self.metrics.items():
-            metric = handler.metric_fn
-            scores, labels, observed = observed_entries(*metric.get_buffer())
-            if len(scores) != len(self.groups):
+        for name, metric in self.metrics.items():
+            num_images, statistic = metric.bootstrap_statistic(name)
+            if num_images != len(self.groups):
                 raise RuntimeError(
-                    f"Metric {name} holds {len(scores)} images but {len(self.groups)} were evaluated; bootstrap "
+                    f"Metric {name} holds {num_images} images but {len(self.groups)} were evaluated; bootstrap "
                     "intervals need a single-process evaluation."
                 )
-            reported = dict(metric.per_class)
-
-            def statistic(
-                index: np.ndarray, metric=metric, name=name, scores=scores, labels=labels, observed=observed
-            ) -> dict[str, float]:
-                value = metric.compute_observed(scores[index], labels[index], observed[index])
-                return {name: value, **{f"{name}_{c}": v for c, v in metric.per_class.items()}}
-
-            with _warnings_silenced(logging.getLogger(type(metric).__module__)):
+            metric_module = type(getattr(metric, "metric_fn", metric)).__module__
+            with _warnings_silenced(logging.getLogger(metric_module)):
                 found = bootstrap_intervals(
-                    statistic, len(scores), self.num_resamples, self.confidence, self.seed, groups
+                    statistic, num_images, self.num_resamples, self.confidence, self.seed, groups
                 )
-            metric.per_class = reported
             intervals.update({key: interval.as_dict() for key, interval in found.items()})
         num_units = len(self.groups) if groups is None else len(set(groups))
         self.result = {

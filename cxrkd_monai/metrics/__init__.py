@@ -18,5 +18,5 @@ from .froc import FROCMetric, froc_curve_rows
 from .froc_score import FROCScore
 from .masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
 from .operating_points import OPERATING_POINT_RULES, OperatingPoint, select_operating_point, select_operating_points
-from .pseudo_positive_rate import PseudoPositiveRate
+from .pseudo_positive_rate import PseudoPositiveRate, dp_maps
 from .temperature_scaling import TemperatureFit, binary_nll, fit_temperature

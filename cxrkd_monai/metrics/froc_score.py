@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,12 @@ from cxrkd_monai.transforms.detection import (
 __all__ = ["FROCScore"]
 
 logger = logging.getLogger(__name__)
+
+
+def _mean_of_defined(scores: Iterable[float]) -> float:
+    """The mean of the types' scores that are defined (not NaN), NaN when none is."""
+    defined = [s for s in scores if not math.isnan(s)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 class FROCScore(Metric):
@@ -125,21 +131,44 @@ class FROCScore(Metric):
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, items)
             items = [item for rank_items in gathered for item in rank_items]
-        froc = FROCMetric(
+        froc = self._froc_metric()
+        for detections, boxes, points, min_hit_radius in items:
+            froc.update(detections, boxes, points, min_hit_radius=min_hit_radius)
+        self.result = froc.compute()
+        scores = {name: float(self.result[name]["score"]) for name in self.class_names}
+        undefined = [name for name, s in scores.items() if math.isnan(s)]
+        if undefined:
+            logger.warning("FROC undefined (no lesions) for %s; left out of the mean FROC score.", undefined)
+        return _mean_of_defined(scores.values())
+
+    def bootstrap_statistic(self, name: str) -> tuple[int, Callable[[np.ndarray], dict[str, float]]]:
+        """The number of images accumulated and a function of image indices giving the FROC scores on them.
+
+        The function takes an int array of indices (``(n,)``, repeats allowed) and returns the values
+        :meth:`completed` reports, ``{name: mean score, f"{name}_{class_name}": score}``. Each image's detections
+        are matched to its lesions once, here; a call only adds up the matches of its images. The images are this
+        process's only.
+        """
+        matcher = self._froc_metric()
+        matches = [matcher.match(d, b, p, min_hit_radius=r) for d, b, p, r in self._items]
+
+        def statistic(index: np.ndarray) -> dict[str, float]:
+            froc = self._froc_metric()
+            for i in index:
+                froc.add_matches(matches[i])
+            result = froc.compute()
+            scores = {f"{name}_{c}": float(result[c]["score"]) for c in self.class_names}
+            return {name: _mean_of_defined(scores.values()), **scores}
+
+        return len(matches), statistic
+
+    def _froc_metric(self) -> FROCMetric:
+        return FROCMetric(
             num_classes=len(self.class_names),
             class_names=self.class_names,
             fp_per_image=self.fp_per_image,
             point_radius=self.point_radius,
         )
-        for detections, boxes, points, min_hit_radius in items:
-            froc.update(detections, boxes, points, min_hit_radius=min_hit_radius)
-        self.result = froc.compute()
-        scores = {name: float(self.result[name]["score"]) for name in self.class_names}
-        defined = [s for s in scores.values() if not math.isnan(s)]
-        undefined = [name for name, s in scores.items() if math.isnan(s)]
-        if undefined:
-            logger.warning("FROC undefined (no lesions) for %s; left out of the mean FROC score.", undefined)
-        return float(np.mean(defined)) if defined else math.nan
 
     def completed(self, engine: Engine, name: str) -> None:
         engine.state.metrics[name] = self.compute()

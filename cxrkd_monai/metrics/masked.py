@@ -147,3 +147,23 @@ class MaskedMultiLabelHandler(IgniteMetricHandler):
         super().completed(engine, name)
         for class_name, value in self.metric_fn.per_class.items():
             engine.state.metrics[f"{name}_{class_name}"] = value
+
+    def bootstrap_statistic(self, name: str) -> tuple[int, Callable[[np.ndarray], dict[str, float]]]:
+        """The number of images accumulated and a function of image indices giving the metric on them.
+
+        The function takes an int array of indices (``(n,)``, repeats allowed) and returns the values
+        :meth:`completed` reports, ``{name: value, f"{name}_{class_name}": per-class value}``, computed as at
+        completion (the same threshold, bins and observed labels). The metric's ``per_class`` of the full
+        evaluation is restored after each call. The images are this process's only.
+        """
+        metric = self.metric_fn
+        scores, labels, observed = observed_entries(*metric.get_buffer())
+
+        def statistic(index: np.ndarray) -> dict[str, float]:
+            reported = dict(metric.per_class)
+            value = metric.compute_observed(scores[index], labels[index], observed[index])
+            resampled = {f"{name}_{c}": v for c, v in metric.per_class.items()}
+            metric.per_class = reported
+            return {name: value, **resampled}
+
+        return len(scores), statistic

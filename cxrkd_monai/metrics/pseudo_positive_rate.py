@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-__all__ = ["PseudoPositiveRate"]
+__all__ = ["PseudoPositiveRate", "dp_maps"]
 
 logger = logging.getLogger(__name__)
+
+
+def dp_maps(output: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dp_target, dp_teacher, dp_mask)`` batch tensors from a trainer's output, a dict or a decollated list.
+
+    Ignite hands a metric a tuple of per-item lists as ``(y_pred, y)`` pairs, so the three entries are stacked
+    here rather than left as lists.
+    """
+    keys = ("dp_target", "dp_teacher", "dp_mask")
+    if isinstance(output, Mapping):
+        return tuple(torch.as_tensor(output[key]) for key in keys)
+    return tuple(torch.stack([torch.as_tensor(item[key]) for item in output]) for key in keys)
 
 
 class PseudoPositiveRate(Metric):
@@ -33,9 +46,10 @@ class PseudoPositiveRate(Metric):
 
     Each figure is ``nan`` in an epoch without D_P maps.
 
-    Input (after ``output_transform``): ``(dp_target, dp_teacher, dp_mask)``, the ``(N, K, *S)`` target and
-    teacher probability maps and the bool ``(N, K)`` mask of D_P maps of a batch (``N`` may be 0), as
-    :class:`~cxrkd_monai.engines.TeacherStudentTrainer` stores them.
+    Input (after ``output_transform``): ``(dp_target, dp_teacher, dp_mask)``, the ``(B, K, *S)`` target and
+    teacher probability maps and the bool ``(B, K)`` mask of D_P maps of a batch, as
+    :class:`~cxrkd_monai.engines.TeacherStudentTrainer` stores them (:func:`dp_maps` stacks them back from the
+    trainer's decollated output). Only the masked maps count.
 
     Args:
         threshold: a target above this counts as positive (peak for the rate, pixel for the area).
@@ -55,7 +69,7 @@ class PseudoPositiveRate(Metric):
         threshold: float = 0.5,
         raised_fraction_name: str = "dp_raised_fraction",
         positive_area_name: str = "dp_positive_area",
-        output_transform: Callable = lambda output: (output["dp_target"], output["dp_teacher"], output["dp_mask"]),
+        output_transform: Callable = dp_maps,
         device: str | torch.device = "cpu",
     ) -> None:
         self.threshold = threshold
@@ -76,8 +90,8 @@ class PseudoPositiveRate(Metric):
         target, teacher, mask = (torch.as_tensor(v).detach() for v in output)
         if target.ndim < 3 or teacher.shape != target.shape or mask.shape != target.shape[:2]:
             raise ValueError(
-                f"PseudoPositiveRate expects dp_target (N, K, *S), dp_teacher of the same shape and dp_mask "
-                f"(N, K), got {tuple(target.shape)}, {tuple(teacher.shape)} and {tuple(mask.shape)}."
+                f"PseudoPositiveRate expects dp_target (B, K, *S), dp_teacher of the same shape and dp_mask "
+                f"(B, K), got {tuple(target.shape)}, {tuple(teacher.shape)} and {tuple(mask.shape)}."
             )
         mask = mask.to(self._device).bool()
         target, teacher = target.to(self._device).flatten(2)[mask], teacher.to(self._device).flatten(2)[mask]

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from monai.data import decollate_batch
 from monai.utils import path_to_sqlite_uri
 
 from cxrkd_monai.bundle import (
@@ -64,7 +65,10 @@ def test_executed_config_file_is_the_newest_written(tmp_path):
 
 
 def test_training_scalars_take_the_loss_terms_and_skip_tensors():
-    output = {"image": torch.zeros(2, 1, 4, 4), "pred": torch.zeros(2, 3), "loss": torch.tensor(0.5), "kl": 0.25}
+    """A trainer's decollated output: the scalars repeated in each item are read once, the tensors skipped."""
+    output = decollate_batch(
+        {"image": torch.zeros(2, 1, 4, 4), "pred": torch.zeros(2, 3), "loss": torch.tensor(0.5), "kl": 0.25}
+    )
     assert training_scalars(output) == {"train_loss": 0.5, "train_kl": 0.25}
 
 

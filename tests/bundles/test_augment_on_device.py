@@ -110,10 +110,12 @@ def test_vkd_trains_with_augmentation_on_the_device_and_a_thread_loader(tmp_path
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine):
-        loaded, trained = engine.state.batch["image"], engine.state.output["image"]
+        # the trainer decollates batch and output: one image per item
+        loaded = torch.stack([item["image"] for item in engine.state.batch])
+        trained = torch.stack([item["image"] for item in engine.state.output])
         assert trained.device == engine.state.device and trained.shape == loaded.shape
         augmented_batches.append(not torch.equal(trained.cpu(), loaded))
-        losses.append(float(engine.state.output["loss"]))
+        losses.append(float(engine.state.output[0]["loss"]))
 
     workflow.run()
     workflow.finalize()

@@ -1,5 +1,6 @@
-"""The fracture bundle's evaluate.json: patient-level bootstrap intervals in metrics.json, patients and labels in
-predictions.json (an untrained seeded detector suffices: the intervals are about the evaluation, not the model)."""
+"""The fracture bundle's evaluate.json: patient-level bootstrap intervals (AUROC, FROC) in metrics.json, patients
+and labels in predictions.json (an untrained seeded detector suffices: the intervals are about the evaluation, not
+the model)."""
 
 import json
 
@@ -23,8 +24,14 @@ def test_evaluate_writes_patient_level_intervals_and_predictions_with_patients_a
     output_dir = tmp_path / "eval"
     run_to_completion(
         _workflow(
-            [TEACHER, str(CONFIGS / "evaluate.json")], "train", bundle_root=str(tmp_path), dataset_dir=str(phantom),
-            ckpt_path=str(tmp_path / "model.pt"), output_dir=str(output_dir), bootstrap_samples=40, bootstrap_seed=2,
+            [TEACHER, str(CONFIGS / "evaluate.json")],
+            "train",
+            bundle_root=str(tmp_path),
+            dataset_dir=str(phantom),
+            ckpt_path=str(tmp_path / "model.pt"),
+            output_dir=str(output_dir),
+            bootstrap_samples=40,
+            bootstrap_seed=2,
         )  # fmt: skip
     )
     metrics = json.loads((output_dir / "metrics.json").read_text())
@@ -32,10 +39,15 @@ def test_evaluate_writes_patient_level_intervals_and_predictions_with_patients_a
     test_items = json.loads((phantom / "datalist_fracture.json").read_text())["test"]
     assert (bootstrap["num_resamples"], bootstrap["seed"], bootstrap["unit"]) == (40, 2, "patient")
     assert bootstrap["num_units"] == len({item["patient_id"] for item in test_items}) < len(test_items)
-    # image-level AUROC per type gets intervals; FROC is not a multi-label metric of scores and is left out
-    assert set(bootstrap["intervals"]) == {"val_auroc", "val_auroc_rib_fracture", "val_auroc_clavicle_fracture"}
+    # image-level AUROC and the FROC score, each in total and per type, get intervals
+    per_type = {
+        f"{metric}_{name}" for metric in ("val_auroc", "val_froc") for name in ("rib_fracture", "clavicle_fracture")
+    }
+    assert set(bootstrap["intervals"]) == {"val_auroc", "val_froc"} | per_type
     for key, interval in bootstrap["intervals"].items():
         assert interval["estimate"] == pytest.approx(metrics[key], abs=1e-12) or metrics[key] is None
+        if interval["num_defined"]:
+            assert interval["lower"] <= interval["upper"]
 
     records = json.loads((output_dir / "predictions.json").read_text())
     assert [record["patient_id"] for record in records] == [item["patient_id"] for item in test_items]

@@ -1,15 +1,18 @@
-"""``--tracking configs/mlflow_tracking.json`` runs of both bundles write MLflow runs; TensorBoard gets images.
+"""``--tracking mlflow`` and ``--tracking configs/mlflow_tracking.json`` runs of both bundles write MLflow runs.
 
 Each bundle trains one epoch on a tiny phantom with tracking on (the fracture bundle both stages), and the
 MLflow run is read back with ``MlflowClient`` from the local SQLite store: the trainer's loss scalars per
 iteration, the validation metrics per epoch, the bundle's hyperparameters and the executed config as an
 artifact. The evaluation run adds its metrics and output files. The validation image summaries (inputs, and
-the fracture detector's probability maps) are read back from the TensorBoard event files.
+the fracture detector's probability maps) are read back from the TensorBoard event files. Plain
+``--tracking mlflow`` (MONAI's default settings, which read the loss with ``from_engine(['loss'], first=True)``
+from the trainers' decollated output) is checked for both bundles and both fracture stages.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mlflow
@@ -28,14 +31,17 @@ VKD = BUNDLES / "cxr_vkd_classification"
 FRACTURE = BUNDLES / "cxr_aals_fracture_detection"
 
 
-def run_tracked(bundle: Path, config_names: list[str], workflow_type: str, **overrides) -> None:
+def run_tracked(
+    bundle: Path, config_names: list[str], workflow_type: str, tracking: str | None = None, **overrides
+) -> None:
+    """Run the bundle's configs with ``tracking`` (default: the bundle's ``configs/mlflow_tracking.json``)."""
     configs = bundle / "configs"
     workflow = ConfigWorkflow(
         config_file=[str(configs / name) for name in config_names],
         meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"),
         workflow_type=workflow_type,
-        tracking=str(configs / "mlflow_tracking.json"),
+        tracking=tracking or str(configs / "mlflow_tracking.json"),
         **overrides,
     )
     workflow.initialize()
@@ -136,3 +142,45 @@ def test_fracture_teacher_and_student_are_tracked_in_mlflow(tmp_path):
     assert "pseudo_positive_rate" in student_run.data.metrics
     tags = set(image_tags(root / "eval"))
     assert {"input_0_HW_0", "output_HW_0", "output_HW_1"} <= tags
+
+
+def test_plain_tracking_mlflow_tracks_both_bundles_with_monai_default_settings(tmp_path):
+    """MONAI's built-in ``mlflow`` settings: one run per training, in ``<output_dir>/mlruns.db``."""
+    vkd_phantom, fracture_phantom = tmp_path / "vkd_phantom", tmp_path / "fracture_phantom"
+    generate_phantom_dataset(output_dir=str(vkd_phantom), num_patients=12, seed=3, image_size=(64, 64))
+    generate_phantom_dataset(fracture_phantom, num_patients=12, image_size=(64, 64), seed=0)
+    vkd_root, fracture_root = tmp_path / "vkd_root", tmp_path / "fracture_root"
+    vkd_overrides = {
+        "bundle_root": str(vkd_root),
+        "dataset_dir": str(vkd_phantom),
+        "class_names": json.loads((vkd_phantom / "datalist_vkd.json").read_text())["class_names"],
+        "image_size": [64, 64],
+        "latent_dim": 16,
+        "epochs": 1,
+        "batch_size": 8,
+        "num_workers": 0,
+        "inference_mc_samples": 2,
+        "pretrained": False,
+    }
+    run_tracked(VKD, ["train.json"], "train", tracking="mlflow", **vkd_overrides)
+    fracture_overrides = {**FRACTURE_FAST, "bundle_root": str(fracture_root), "dataset_dir": str(fracture_phantom)}
+    teacher, student = "train_teacher.json", "train_student.json"
+    run_tracked(FRACTURE, [teacher], "train", tracking="mlflow", **fracture_overrides)
+    run_tracked(FRACTURE, [teacher, student], "train", tracking="mlflow", **fracture_overrides)
+
+    for root, validation_metric, runs_expected in ((vkd_root, "val_macro_auroc", 1), (fracture_root, "val_froc", 2)):
+        tracking_uri = path_to_sqlite_uri(str(root / "eval" / "mlruns.db"))
+        runs = tracked_runs(tracking_uri, "monai_experiment")
+        assert len(runs) == runs_expected
+        for run in runs:
+            assert run.info.status == "FINISHED"
+            steps = metric_steps(tracking_uri, run, "train_loss")
+            assert steps and steps == list(range(1, len(steps) + 1)), "one loss per iteration"
+            assert all(
+                math.isfinite(m.value)
+                for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "train_loss")
+            )
+            assert metric_steps(tracking_uri, run, validation_metric) == [1]
+            assert any(name.startswith("config_") for name in artifact_names(tracking_uri, run))
+    student_run = tracked_runs(path_to_sqlite_uri(str(fracture_root / "eval" / "mlruns.db")), "monai_experiment")[-1]
+    assert "pseudo_positive_rate" in student_run.data.metrics

@@ -57,7 +57,7 @@ def trained_vkd(phantom, tmp_path_factory):
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record_batch(engine):
-        batch_losses.append(float(engine.state.output["loss"]))
+        batch_losses.append(float(engine.state.output[0]["loss"]))
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _record_epoch(engine):

@@ -79,7 +79,7 @@ def train_and_evaluate(root: Path, datalist: dict, run_dir: Path) -> tuple[list[
     workflow = vkd_workflow(["train.json"], "train", **overrides)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     losses = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
     workflow.run()
     workflow.finalize()
     evaluation = vkd_workflow(["train.json", "evaluate.json"], "eval", **overrides)

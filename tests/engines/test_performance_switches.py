@@ -45,7 +45,7 @@ def one_epoch_losses(**trainer_options) -> list[float]:
         text_encoder=text_features,
         **trainer_options,
     )
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
     torch.manual_seed(2)
     trainer.run()
     return losses

@@ -42,6 +42,15 @@ def _batch(items: list[int], seed: int = 1) -> dict:
     }
 
 
+def _collated(output: list[dict]) -> dict:
+    """The trainer's decollated output stacked back into batch tensors; ``loss`` (repeated per item) once."""
+    assert all(item["loss"] == output[0]["loss"] for item in output), "every item carries the batch loss"
+    return {
+        key: torch.as_tensor(output[0][key]) if key == "loss" else torch.stack([item[key] for item in output])
+        for key in output[0]
+    }
+
+
 def _hard_loss() -> torch.nn.Module:
     return torch.nn.BCEWithLogitsLoss(pos_weight=torch.full((2, 1, 1), POS_WEIGHT), reduction="none")
 
@@ -132,11 +141,13 @@ def test_targets_follow_record_and_annotation_per_type(tmp_path, sharpening):
     soft = torch.stack([_hand_bce(logits[0, 1], expected_target[0, 1]), _hand_bce(logits[1, 0], expected_target[1, 0])])
 
     trainer.run()
-    output = trainer.state.output
-    torch.testing.assert_close(output["dp_mask"], SOFT[[0, 1]])
-    torch.testing.assert_close(output["dp_teacher"], teacher_prob, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(output["dp_target"], expected_target, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(output["loss"].detach(), hard + WEIGHT * soft.mean(), atol=1e-5, rtol=1e-5)
+    output = _collated(trainer.state.output)
+    torch.testing.assert_close(output["dp_mask"], SOFT)
+    torch.testing.assert_close(output["dp_teacher"][[0, 1]], teacher_prob, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(output["dp_target"][[0, 1]], expected_target, atol=1e-5, rtol=1e-5)
+    # items 2 and 3 have no soft map: the teacher did not run on them and their entries stay zero
+    assert not output["dp_teacher"][[2, 3]].any() and not output["dp_target"][[2, 3]].any()
+    torch.testing.assert_close(output["loss"], hard + WEIGHT * soft.mean(), atol=1e-5, rtol=1e-5)
 
 
 def test_record_negative_type_of_a_dp_image_gets_zeros_not_a_sharpened_map(tmp_path):
@@ -147,18 +158,19 @@ def test_record_negative_type_of_a_dp_image_gets_zeros_not_a_sharpened_map(tmp_p
         logits = _network()(batch["image"])[0]
     teacher_clavicle = torch.sigmoid(logits[1])
     assert (teacher_clavicle > THRESHOLD).any(), "the teacher must see something a sharpened target would keep"
-    expected = _hand_bce(logits[1], torch.zeros(6, 6), POS_WEIGHT).mean() + WEIGHT * _hand_bce(
-        logits[0], _hand_aals(torch.sigmoid(logits[None, :1]))[0, 0]
-    ).mean()
+    expected = (
+        _hand_bce(logits[1], torch.zeros(6, 6), POS_WEIGHT).mean()
+        + WEIGHT * _hand_bce(logits[0], _hand_aals(torch.sigmoid(logits[None, :1]))[0, 0]).mean()
+    )
     trainer.run()
-    torch.testing.assert_close(trainer.state.output["loss"].detach(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_collated(trainer.state.output)["loss"], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_aals_raises_teacher_values_above_threshold_only(tmp_path):
     batch = _batch([0, 1])
     trainer = _trainer(tmp_path, _network(), batch, sharpening="aals")
     trainer.run()
-    output = trainer.state.output
+    output = _collated(trainer.state.output)
     teacher, target = output["dp_teacher"][output["dp_mask"]], output["dp_target"][output["dp_mask"]]
     above = teacher > THRESHOLD
     assert above.any() and (~above).any()
@@ -216,7 +228,7 @@ def test_dp_loss_is_minimised_at_its_target(tmp_path, sharpening, teacher_value)
     expected = {"aals": _hand_aals(teacher_map), "symmetric": _hand_aals(teacher_map, symmetric=True)}.get(
         sharpening, teacher_map
     )
-    torch.testing.assert_close(trainer.state.output["dp_target"][:, :1], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(_collated(trainer.state.output)["dp_target"][:, :1], expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(torch.sigmoid(student.logits.detach()), expected.expand(1, 2, 4, 4), atol=1e-4, rtol=0)
 
 
@@ -231,8 +243,9 @@ def test_mil_mode_uses_soft_map_maximum_against_positive_record(tmp_path):
     mil = -image_prob.log().mean()
 
     trainer.run()
-    torch.testing.assert_close(trainer.state.output["loss"].detach(), hard + WEIGHT * mil, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(trainer.state.output["dp_target"], torch.sigmoid(logits[[0, 1]]))
+    output = _collated(trainer.state.output)
+    torch.testing.assert_close(output["loss"], hard + WEIGHT * mil, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output["dp_target"][[0, 1]], torch.sigmoid(logits[[0, 1]]))
 
 
 def test_batch_without_soft_maps_has_hard_loss_only(tmp_path):
@@ -241,15 +254,16 @@ def test_batch_without_soft_maps_has_hard_loss_only(tmp_path):
     with torch.no_grad():
         expected = _hand_bce(_network()(batch["image"]), batch["target"], POS_WEIGHT).mean()
     trainer.run()
-    torch.testing.assert_close(trainer.state.output["loss"].detach(), expected, atol=1e-6, rtol=1e-6)
-    assert trainer.state.output["dp_target"].shape[0] == 0 and trainer.state.output["dp_mask"].shape == (0, 2)
+    output = _collated(trainer.state.output)
+    torch.testing.assert_close(output["loss"], expected, atol=1e-6, rtol=1e-6)
+    assert not output["dp_mask"].any() and not output["dp_target"].any() and output["dp_target"].shape == (2, 2, 6, 6)
 
 
 def test_sharpening_statistics_are_logged_per_epoch(tmp_path):
     batch = _batch([0, 1, 2, 3])
     trainer = _trainer(tmp_path, _network(), batch, key_train_metric={"pseudo_positive_rate": PseudoPositiveRate()})
     trainer.run()
-    output = trainer.state.output
+    output = _collated(trainer.state.output)
     target, teacher = output["dp_target"][output["dp_mask"]], output["dp_teacher"][output["dp_mask"]]
     assert target.shape == (2, 6, 6)
     metrics = trainer.state.metrics

@@ -85,7 +85,7 @@ def train_one_epoch(items: list[dict]) -> tuple[list[float], RecordingLoss, VKDN
         text_encoder=text_features,
     )
     losses = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
     torch.manual_seed(2)
     trainer.run()
     return losses, loss, network
@@ -169,14 +169,17 @@ def test_an_iteration_is_one_sgd_step_on_the_vkd_loss_of_the_training_path(with_
     for (name, trained), initial in zip(network.named_parameters(), reference.parameters()):
         expected = initial.detach() - LEARNING_RATE * (initial.grad if initial.grad is not None else 0.0)
         torch.testing.assert_close(trained.detach(), expected, rtol=1e-5, atol=1e-6, msg=name)
-    output = trainer.state.output
-    assert float(output["loss"]) == pytest.approx(float(terms["loss"]), rel=1e-5)
-    for term in ("bce_prior", "kl", "bce_posterior"):
-        assert (term in output) == (term in terms)
-        if term in terms:
-            assert output[term] == pytest.approx(float(terms[term]), rel=1e-5, abs=1e-7)
-    # `pred` is the prior path's probability averaged over the draws, (B, C)
-    torch.testing.assert_close(output["pred"], torch.sigmoid(outputs.prior_logits.detach()).mean(dim=0))
+    output = trainer.state.output  # decollated: one dict per image, the loss and its terms repeated in each
+    assert len(output) == len(batch["image"])
+    for item in output:
+        assert item["loss"] == pytest.approx(float(terms["loss"]), rel=1e-5)
+        for term in ("bce_prior", "kl", "bce_posterior"):
+            assert (term in item) == (term in terms)
+            if term in terms:
+                assert item[term] == pytest.approx(float(terms[term]), rel=1e-5, abs=1e-7)
+    # `pred` is the prior path's probability averaged over the draws, (C,) per image
+    pred = torch.stack([item["pred"] for item in output])
+    torch.testing.assert_close(pred, torch.sigmoid(outputs.prior_logits.detach()).mean(dim=0))
     if not with_text:  # the baseline never reaches the posterior head
         assert all(parameter.grad is None for parameter in reference.posterior.parameters())
 

@@ -8,8 +8,9 @@ from monai.handlers import from_engine
 
 from cxrkd_monai.handlers.bootstrap_intervals import BootstrapIntervals
 from cxrkd_monai.handlers.metrics_writer import MetricsWriter
-from cxrkd_monai.metrics import MultiLabelAUROC, MultiLabelECE, per_class_auroc
-from cxrkd_monai.metrics.bootstrap import bootstrap_metric
+from cxrkd_monai.metrics import FROCScore, MultiLabelAUROC, MultiLabelECE, per_class_auroc
+from cxrkd_monai.metrics.bootstrap import bootstrap_metric, resample_indices
+from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
 
 def _evaluation(num_patients=25, seed=0):
@@ -79,3 +80,62 @@ def test_without_patients_the_images_are_resampled(tmp_path):
     evaluator.run(batches)
     assert intervals.summary()["bootstrap"]["unit"] == "image"
     assert intervals.summary()["bootstrap"]["num_units"] == sum(len(batch) for batch in batches)
+
+
+def test_froc_score_intervals_match_a_direct_recomputation_on_the_same_patient_resamples(tmp_path):
+    """``val_froc`` and its per-type scores get intervals; each resample equals a fresh FROCScore on its images."""
+    classes = ["rib_fracture", "clavicle_fracture"]
+    geometry = LetterboxGeometry.fit((100, 50), (64, 64))
+    rng = np.random.default_rng(4)
+    num_items = 16
+    maps = torch.tensor(rng.random((num_items, 2, 16, 16)) * 0.5, dtype=torch.float32)
+    # every item has a rib box; items 0-7 also a clavicle box; the maps peak inside some of them
+    boxes = []
+    for i in range(num_items):
+        rows = [[30.0, 20.0, 40.0, 35.0, 0.0]] + ([[60.0, 10.0, 75.0, 20.0, 1.0]] if i < 8 else [])
+        boxes.append(geometry.boxes_to_grid(np.array(rows)))
+        if i % 3:
+            maps[i, 0, 8, 5] = 0.6 + 0.02 * i  # inside the rib box
+    patients = [f"p{i // 2}" for i in range(num_items)]
+    batches = [
+        {
+            "output": {"pred": maps[s : s + 4]},
+            "boxes": boxes[s : s + 4],
+            "geometry": torch.stack([geometry.to_tensor()] * 4),
+            "patient_id": patients[s : s + 4],
+            "image": torch.zeros(4, 1, 64, 64),
+        }
+        for s in range(0, num_items, 4)
+    ]
+    settings = {"fp_per_image": (0.5, 1.0, 2.0), "point_radius": 10.0}
+    froc = FROCScore(classes, **settings)
+    evaluator = Engine(lambda engine, batch: batch["output"])
+    froc.attach(evaluator, "val_froc")
+    intervals = BootstrapIntervals({"val_froc": froc}, num_resamples=60, confidence=0.9, seed=2)
+    intervals.attach(evaluator)
+    MetricsWriter(str(tmp_path), extra=intervals.summary).attach(evaluator)
+    evaluator.run(batches)
+
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    found = written["bootstrap"]["intervals"]
+    assert set(found) == {"val_froc", "val_froc_rib_fracture", "val_froc_clavicle_fracture"}
+    resampled = {name: [] for name in found}
+    for index in resample_indices(num_items, 60, seed=2, groups=patients):
+        direct = FROCScore(classes, **settings)
+        direct.reset()
+        direct.update(
+            (
+                maps[index],
+                [boxes[i] for i in index],
+                [None] * len(index),
+                batches[0]["geometry"][:1].expand(len(index), -1, -1),
+            )
+        )
+        resampled["val_froc"].append(direct.compute())
+        for name in classes:
+            resampled[f"val_froc_{name}"].append(direct.result[name]["score"])
+    for name, values in resampled.items():
+        low, high = np.percentile(values, [5.0, 95.0])
+        assert found[name]["estimate"] == pytest.approx(written[name], abs=1e-12)
+        assert (found[name]["lower"], found[name]["upper"]) == pytest.approx((low, high), abs=1e-12)
+    assert found["val_froc"]["lower"] < found["val_froc"]["upper"]
