@@ -42,7 +42,7 @@ from benchmarks.scale_items import phantom_sources, write_repeated_items, write_
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, peak_rss_bytes
 from benchmarks.vkd_transforms import vkd_train_config
-from cxrkd_monai.data.datalist import load_datalist
+from cxrkd_monai.data.datalist import load_class_names, load_datalist
 from cxrkd_monai.data.preprocessed_cache import (
     CachedPreprocessingd,
     PreprocessedCacheDataset,
@@ -80,9 +80,9 @@ def _current_rss_bytes() -> int:
 def measure_process(data_path: str, datalist: Path, cache_dir: Path, image_size: int, batch_size: int) -> dict:
     """Build ``data_path``'s dataset on ``datalist``, read one epoch; return this process's memory figures."""
     rss_at_start = _current_rss_bytes()
-    items = load_datalist(str(datalist), "training")
+    items = load_datalist(str(datalist), "training", compact=True)
     rss_with_datalist = _current_rss_bytes()
-    loaders = vkd_train_config(image_size, json.loads(datalist.read_text())["class_names"]).get_parsed_content(
+    loaders = vkd_train_config(image_size, load_class_names(str(datalist))).get_parsed_content(
         "preprocessing_loaders"
     )
     to_float = EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)

@@ -1,4 +1,5 @@
 from .collate import collate_with_annotations
+from .compact_datalist import CompactDatalist
 from .datalist import load_class_names, load_datalist
 from .dataset import ItemNamingCacheDataset
 from .embedding_store import EmbeddingStore

@@ -11,14 +11,18 @@ the item and the key.
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from cxrkd_monai.data.compact_datalist import CompactDatalist, read_datalist_value, scan_datalist_split
 from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError, require_utf8
 from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 
-__all__ = ["SUBGROUP_KEYS", "TEXT_KEYS", "load_class_names", "load_datalist", "read_datalist_json"]
+__all__ = ["SUBGROUP_KEYS", "TEXT_KEYS", "DatalistItem", "load_class_names", "load_datalist", "read_datalist_json"]
 
 TEXT_KEYS = ("report",)
 # Descriptive fields an adapter writes where its source records them (docs/data.md, "Subgroup fields"). Reports
@@ -69,12 +73,15 @@ def load_datalist(
     subsets: Sequence[str] | None = None,
     require_images: bool = True,
     subgroup_fields: bool = False,
-) -> list[dict]:
+    compact: bool = False,
+) -> list[dict] | CompactDatalist:
     """Items of ``key`` in the datalist at ``path``, image paths resolved against the datalist's folder.
 
     Every item is checked here: it is an object with a non-empty string ``image`` whose file exists, a
     ``subset`` (where present) is one of D_R, D_P, D_N, and text under :data:`TEXT_KEYS` is a string that can
     be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"`` would otherwise pass and crash mid-epoch).
+    The file is read in blocks and its items decoded one at a time
+    (:func:`~cxrkd_monai.data.compact_datalist.scan_datalist_split`).
 
     Args:
         path: a MONAI datalist JSON file.
@@ -85,9 +92,12 @@ def load_datalist(
         subgroup_fields: keep the :data:`SUBGROUP_KEYS` (reports group by them). The bundles' pipelines leave
             them out: a source records them for some images only, and items that differ in keys cannot be
             collated into one batch.
+        compact: return a :class:`~cxrkd_monai.data.CompactDatalist`, which keeps each item's place in the file
+            (16 bytes) and decodes it on access, instead of a list of dicts. The bundles' datasets use it, so that
+            a run's memory does not grow with its datalist's content.
 
     Returns:
-        The items (new dicts) in file order, ``image`` an absolute or datalist-relative path joined to the
+        The items in file order (new dicts), ``image`` an absolute or datalist-relative path joined to the
         datalist's folder, the other keys as stored (the :data:`SUBGROUP_KEYS` only with ``subgroup_fields``).
 
     Raises:
@@ -99,33 +109,65 @@ def load_datalist(
             image, and the offending key.
     """
     datalist_path = Path(path)
-    content = read_datalist_json(datalist_path)
-    if key not in content:
-        raise InvalidDatalistError(f"Datalist {datalist_path} has no '{key}' list (keys: {sorted(content)}).")
-    if not isinstance(content[key], list):
-        raise InvalidDatalistError(
-            f"Datalist {datalist_path} '{key}' must be a list of items, got a JSON {type(content[key]).__name__}."
+    finish = DatalistItem(f"Datalist {datalist_path} '{key}'", str(datalist_path.parent), subgroup_fields)
+    wanted = None if subsets is None else set(subsets)
+    items: list[dict] = []
+    spans, indices = array("q"), array("q")
+    subset_values: set = set()
+    missing: list[str] = []
+    for index, (offset, length, value) in enumerate(scan_datalist_split(datalist_path, key)):
+        item = finish(value, index)
+        if wanted is not None:
+            subset_values.add(item.get("subset"))
+            if item.get("subset") not in wanted:
+                continue
+        if not Path(item["image"]).is_file():
+            missing.append(item["image"])
+        if compact:
+            spans.extend((offset, length))
+            indices.append(index)
+        else:
+            items.append(item)
+    unknown = subset_values - set(FRACTURE_SUBSETS)
+    if unknown:
+        raise InvalidItemError(
+            f"Datalist {datalist_path} '{key}' has unknown subset values {sorted(map(str, unknown))}; "
+            "expected D_R, D_P or D_N."
         )
-    where = f"Datalist {datalist_path} '{key}'"
-    items = [_checked_item(entry, index, where) for index, entry in enumerate(content[key])]
-    for index, item in enumerate(items):
-        item["image"] = str(datalist_path.parent / item["image"])
-        if not subgroup_fields:
-            items[index] = {k: v for k, v in item.items() if k not in SUBGROUP_KEYS}
-    if subsets is not None:
-        unknown = {item.get("subset") for item in items} - set(FRACTURE_SUBSETS)
-        if unknown:
-            raise InvalidItemError(
-                f"Datalist {datalist_path} '{key}' has unknown subset values {sorted(map(str, unknown))}; "
-                "expected D_R, D_P or D_N."
-            )
-        items = [item for item in items if item["subset"] in set(subsets)]
-    missing = [item["image"] for item in items if not Path(item["image"]).is_file()]
     if missing and require_images:
         raise FileNotFoundError(
             f"{len(missing)} image(s) listed in {datalist_path} '{key}' do not exist, first: {missing[0]}"
         )
+    if compact:
+        return CompactDatalist(
+            datalist_path, np.frombuffer(spans, dtype=np.int64), finish, np.frombuffer(indices, dtype=np.int64)
+        )
     return items
+
+
+class DatalistItem:
+    """Turns a decoded datalist entry into a pipeline item: checked, ``image`` joined to the datalist's folder.
+
+    Args:
+        where: ``"Datalist <path> '<key>'"``, the start of error messages.
+        folder: the datalist's folder.
+        subgroup_fields: keep the :data:`SUBGROUP_KEYS`.
+    """
+
+    def __init__(self, where: str, folder: str, subgroup_fields: bool) -> None:
+        self.where, self.folder, self.subgroup_fields = where, folder, subgroup_fields
+
+    def __call__(self, entry: Any, index: int) -> dict:
+        """The item of ``entry``, the ``index``-th of its list.
+
+        Raises:
+            InvalidItemError: as :func:`load_datalist`.
+        """
+        item = _checked_item(entry, index, self.where)
+        item["image"] = str(Path(self.folder) / item["image"])
+        if not self.subgroup_fields:
+            item = {k: v for k, v in item.items() if k not in SUBGROUP_KEYS}
+        return item
 
 
 def load_class_names(path: str) -> list[str]:
@@ -135,8 +177,7 @@ def load_class_names(path: str) -> list[str]:
         InvalidDatalistError: the file cannot be read, or ``class_names`` is missing or not a list of
             distinct, non-empty strings.
     """
-    content = read_datalist_json(path)
-    names = content.get("class_names")
+    names = read_datalist_value(path, "class_names")
     if names is None:
         raise InvalidDatalistError(f"Datalist {path} has no 'class_names'.")
     if (

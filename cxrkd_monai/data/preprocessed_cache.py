@@ -75,6 +75,7 @@ from tqdm import tqdm
 
 from cxrkd_monai.data.dataset import ItemNamingCacheDataset
 from cxrkd_monai.data.preprocessed_store import (
+    DIGEST_SIZE,
     FORMAT_VERSION,
     PreprocessedStore,
     digest,
@@ -94,6 +95,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SHARD_SIZE = 256
+BUILD_CHUNK_ITEMS = 8192
+"""Items hashed, looked up and built together: the build's own memory is bounded by a chunk, not the datalist."""
 """Most records a build worker commits at once; a killed build redoes at most one shard per worker."""
 
 UINT8_LEVELS, UINT16_LEVELS = 255, 65535
@@ -294,7 +297,7 @@ def build_preprocessed_cache(
         raise ValueError("build_preprocessed_cache: the transform chain holds no CachedPreprocessingd.")
     before, cached = found
     rank, world = _rank_and_world() if distributed else (0, 1)
-    indices = list(range(rank, len(data), world))
+    indices = range(rank, len(data), world)
     report = CacheBuildReport(items=len(indices))
     store = cached.store
     store.refresh()
@@ -302,34 +305,17 @@ def build_preprocessed_cache(
     if removed:
         logger.info("Preprocessed cache: removed %d file(s) left by interrupted builds.", removed)
 
-    prepared: dict[int, dict] = {}
-    for index in indices:
-        try:
-            item = dict(data[index])
-            for step in before:
-                item = step(item)
-            cached.source_paths(item)
-            prepared[index] = cached.inputs(item)
-        except Exception as error:  # reported, and raised again by the loader when the item is used
-            report.failed.append((index, _reason(error)))
+    chunks = [indices[start : start + BUILD_CHUNK_ITEMS] for start in range(0, len(indices), BUILD_CHUNK_ITEMS)]
+    entry_keys, to_build = [], 0
     with _WorkerPool(num_workers) as pool:
-        content = _content_digests(prepared, cached, pool, progress and rank == 0, rehash, report)
-        keys: dict[bytes, int] = {}
-        for index, item in prepared.items():
-            if index in content:
-                keys.setdefault(cached.entry_key(item, content[index]), index)
-        report.entries = len(keys)
-        missing = store.missing(list(keys))
-        to_build = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing) if absent]
-        if verify:
-            corrupt = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing)
-                       if not absent and store.read(key) is None]  # fmt: skip
-            report.rebuilt_corrupt = len(corrupt)
-            to_build += corrupt
-        report.reused = report.entries - len(to_build)
-        built, failures = _build(to_build, cached, pool, progress and rank == 0)
-    report.built = built
-    report.failed += failures
+        for number, chunk in enumerate(chunks, start=1):
+            stage = f" ({number}/{len(chunks)})" if len(chunks) > 1 else ""
+            keys, work = _build_chunk(data, chunk, before, cached, pool, progress and rank == 0, stage, verify, rehash,
+                                      report)  # fmt: skip
+            entry_keys.append(keys)
+            to_build += work
+    report.entries = len(np.unique(np.concatenate(entry_keys))) if entry_keys else 0
+    report.reused = max(0, report.entries - to_build)
     if report.failed:
         first = "; ".join(f"item {index}: {reason}" for index, reason in report.failed[:3])
         logger.warning(
@@ -340,6 +326,56 @@ def build_preprocessed_cache(
         torch.distributed.barrier()
     store.refresh()
     return report
+
+
+def _build_chunk(
+    data: Sequence[Mapping[Hashable, Any]],
+    indices: Sequence[int],
+    before: Sequence[Callable],
+    cached: CachedPreprocessingd,
+    pool: _WorkerPool,
+    progress: bool,
+    stage: str,
+    verify: bool,
+    rehash: bool,
+    report: CacheBuildReport,
+) -> tuple[np.ndarray, int]:
+    """Hash, look up and build the entries of the items at ``indices``, adding to ``report``; returns their distinct
+    entry keys and how many of them were missing or corrupt (the work given to the build).
+
+    The whole datalist is built in chunks of :data:`BUILD_CHUNK_ITEMS` items, so the build's own memory (each
+    item's inputs and digests) does not grow with the datalist. An entry built by an earlier chunk is found in the
+    store, which is refreshed after each chunk.
+    """
+    prepared: dict[int, dict] = {}
+    for index in indices:
+        try:
+            item = dict(data[index])
+            for step in before:
+                item = step(item)
+            cached.source_paths(item)
+            prepared[index] = cached.inputs(item)
+        except Exception as error:  # reported, and raised again by the loader when the item is used
+            report.failed.append((index, _reason(error)))
+    content = _content_digests(prepared, cached, pool, progress, rehash, report, stage)
+    keys: dict[bytes, int] = {}
+    for index, item in prepared.items():
+        if index in content:
+            keys.setdefault(cached.entry_key(item, content[index]), index)
+    store = cached.store
+    missing = store.missing(list(keys))
+    to_build = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing) if absent]
+    if verify:
+        corrupt = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing)
+                   if not absent and store.read(key) is None]  # fmt: skip
+        report.rebuilt_corrupt += len(corrupt)
+        to_build += corrupt
+    built, failures = _build(to_build, cached, pool, progress, stage)
+    report.built += built
+    report.failed += failures
+    if built:
+        store.refresh()
+    return np.array(list(keys), dtype=f"V{DIGEST_SIZE}"), len(to_build)
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -355,6 +391,7 @@ def _content_digests(
     progress: bool,
     rehash: bool,
     report: CacheBuildReport,
+    stage: str = "",
 ) -> dict[int, list[bytes]]:
     """Content digests of each item's sources: memoised ones looked up, the others hashed (in parallel) and
     added to the memo. An item whose source cannot be read is reported failed and left to the loader."""
@@ -375,11 +412,11 @@ def _content_digests(
             digests[path] = known
         elif fingerprint is not None:
             to_hash.append(path)
-    hashed = pool.map(_hash_file, to_hash, progress, "Hashing sources")
+    hashed = pool.map(_hash_file, to_hash, progress, f"Hashing sources{stage}")
     for path, value in zip(to_hash, hashed):
         if value is not None:
             digests[path] = value
-    report.hashed = sum(value is not None for value in hashed)
+    report.hashed += sum(value is not None for value in hashed)
     store.remember([(fingerprints[path], digests[path]) for path in to_hash if path in digests])
     result = {}
     for index, item in prepared.items():
@@ -456,7 +493,11 @@ class _WorkerPool:
 
 
 def _build(
-    work: Sequence[tuple[int, bytes, dict]], cached: CachedPreprocessingd, pool: _WorkerPool, progress: bool
+    work: Sequence[tuple[int, bytes, dict]],
+    cached: CachedPreprocessingd,
+    pool: _WorkerPool,
+    progress: bool,
+    stage: str = "",
 ) -> tuple[int, list[tuple[int, str]]]:
     """Compute and store ``work`` (datalist index, entry key, chain inputs) in shards of at most
     :data:`SHARD_SIZE`, spread over the pool's processes."""
@@ -464,7 +505,7 @@ def _build(
         return 0, []
     shard_size = max(1, min(SHARD_SIZE, math.ceil(len(work) / max(1, pool.num_workers))))
     shards = [list(work[start : start + shard_size]) for start in range(0, len(work), shard_size)]
-    results = pool.run_shards(partial(_build_shard, cached), shards, progress, "Preprocessed cache")
+    results = pool.run_shards(partial(_build_shard, cached), shards, progress, f"Preprocessed cache{stage}")
     return sum(count for count, _, _ in results), [failure for _, failures, _ in results for failure in failures]
 
 

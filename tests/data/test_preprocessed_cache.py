@@ -304,6 +304,23 @@ def test_edits_rebuild_exactly_the_affected_entries(tmp_path):
     assert build(data=edited) == (0, 0, 4)
 
 
+def test_build_in_chunks_builds_each_entry_once_and_counts_across_chunks(tmp_path, monkeypatch):
+    """Chunks of 3 items; the same image listed under several names lands in different chunks."""
+    monkeypatch.setattr(preprocessed_cache, "BUILD_CHUNK_ITEMS", 3)
+    sources = make_items(tmp_path / "images", 4)
+    items = [dict(sources[index % 4]) for index in range(10)]  # items 4-9 repeat the four sources
+    cached = CachedPreprocessingd(letterbox_chain(), tmp_path / "cache")
+    report = build_preprocessed_cache(items, cached, progress=False)
+    assert (report.items, report.entries, report.built, report.reused, report.hashed) == (10, 4, 4, 0, 4)
+    assert len(PreprocessedStore(tmp_path / "cache", cached.store.settings_digest)) == 4
+    again = build_preprocessed_cache(items, cached, progress=False)
+    assert (again.entries, again.built, again.reused, again.hashed) == (4, 0, 4, 0)
+    unchunked = CachedPreprocessingd(letterbox_chain(), tmp_path / "unchunked")
+    monkeypatch.setattr(preprocessed_cache, "BUILD_CHUNK_ITEMS", 1000)
+    build_preprocessed_cache(items, unchunked, progress=False)
+    assert records(tmp_path / "cache", cached, sources) == records(tmp_path / "unchunked", unchunked, sources)
+
+
 # ---------------------------------------------------------------------------------------------------- dataset
 def training_chain(cached):
     return Compose([cached, RandFlipd("image", prob=0.5, spatial_axis=0)])
