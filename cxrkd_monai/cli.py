@@ -5,6 +5,8 @@ Subcommands import their implementation lazily so that ``cxrkd --help`` stays fa
 
 from __future__ import annotations
 
+import logging
+
 import fire
 
 
@@ -46,13 +48,29 @@ def demo(output_dir: str = "demo_output", **options):
     run_demo(output_dir=output_dir, **options)
 
 
-def report(run_dir: str, compare: str | list[str] | None = None, **options):
+def report(
+    run_dir: str,
+    compare: str | list[str] | None = None,
+    tracking_uri: str | None = None,
+    experiment_name: str | None = None,
+    **options,
+):
     """Write an evaluation run's HTML report (``<run_dir>/report/report.html``, figures inline): AUROC and FROC with
     patient-level bootstrap CIs, curves, calibration, errors, subgroups. ``--compare DIR`` (or ``'[DIR1,DIR2]'``)
-    adds other runs of the same images side by side; options: see :func:`cxrkd_monai.report.write_report`."""
+    adds other runs of the same images side by side; options: see :func:`cxrkd_monai.report.write_report`.
+    ``--tracking_uri URI --experiment_name NAME`` also logs the report as the ``report/`` artifacts of the MLflow
+    run of that evaluation (tracked with the bundle's ``configs/mlflow_tracking.json``)."""
     from cxrkd_monai.report import write_report
 
-    return str(write_report(run_dir, compare=compare, **options))
+    if (tracking_uri is None) != (experiment_name is None):
+        raise ValueError("give both --tracking_uri and --experiment_name to log the report to MLflow, or neither.")
+    page = write_report(run_dir, compare=compare, **options)
+    if tracking_uri is not None:
+        from cxrkd_monai.bundle import log_report_artifacts
+
+        run_id = log_report_artifacts(page.parent, run_dir, tracking_uri, experiment_name)
+        logging.getLogger(__name__).info("Logged the report to MLflow run %s.", run_id)
+    return str(page)
 
 
 def recalibrate(bundle_dir: str, datalist: str, datalist_key: str = "validation", **targets):

@@ -21,6 +21,7 @@ from monai.bundle import ConfigWorkflow
 from monai.utils import path_to_sqlite_uri
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
+from cxrkd_monai import cli
 from cxrkd_monai.data.phantom import generate_phantom_dataset
 from tests.bundles.test_aals_bundle import FAST as FRACTURE_FAST
 
@@ -117,6 +118,18 @@ def test_vkd_training_and_evaluation_are_tracked_in_mlflow(tmp_path):
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluation.data.metrics["micro_auroc"] == pytest.approx(saved["micro_auroc"])
     assert {"metrics.json", "predictions.csv"} <= artifact_names(tracking_uri, evaluation)
+
+    # the HTML report of that evaluation joins its run
+    run_settings = {key: value for key, value in overrides.items() if key != "tracking_uri"}
+    page = cli.report(
+        str(tmp_path / "eval"), tracking_uri=tracking_uri, experiment_name="CXR VKD classification",
+        datalist=str(phantom / "datalist_vkd.json"), split="test", num_resamples=20, **run_settings,
+    )  # fmt: skip
+    assert "report" in artifact_names(tracking_uri, evaluation)
+    logged = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(evaluation.info.run_id, "report")}
+    assert "report/report.html" in logged and Path(page).name == "report.html"
+    with pytest.raises(ValueError, match="both --tracking_uri and --experiment_name"):
+        cli.report(str(tmp_path / "eval"), tracking_uri=tracking_uri)
 
 
 def test_fracture_teacher_and_student_are_tracked_in_mlflow(tmp_path):
