@@ -95,9 +95,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SHARD_SIZE = 256
+"""Most records a build worker commits at once; a killed build redoes at most one shard per worker."""
 BUILD_CHUNK_ITEMS = 8192
 """Items hashed, looked up and built together: the build's own memory is bounded by a chunk, not the datalist."""
-"""Most records a build worker commits at once; a killed build redoes at most one shard per worker."""
 
 UINT8_LEVELS, UINT16_LEVELS = 255, 65535
 IMAGE_STORAGE = ("exact", "uint16")
