@@ -13,10 +13,35 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
+from monai.metrics.froc import compute_froc_score
 
-__all__ = ["FROCMetric", "froc_curve_rows"]
+__all__ = ["FROCMetric", "froc_curve_data", "froc_curve_rows"]
 
+
+def froc_curve_data(
+    fp_probs: np.ndarray, tp_probs: np.ndarray, num_targets: int, num_images: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`monai.metrics.froc.compute_froc_curve_data`, by sorting instead of one pass per threshold.
+
+    MONAI counts the scores at or above each distinct score with one array pass per score, quadratic in the number
+    of detections: seconds for one evaluation of a few thousand images, and a bootstrap recomputes it for every
+    resample. Counting with ``searchsorted`` in the sorted scores gives the same arrays in ``O(n log n)``.
+
+    Args:
+        fp_probs: ``(F,)`` scores of the false-positive detections.
+        tp_probs: ``(T,)`` lesion scores (the finding detection's score, 0 for a missed lesion).
+        num_targets: lesions; num_images: images.
+
+    Returns:
+        ``fps_per_image`` and ``sensitivity``, one entry per distinct score but the lowest, then ``0``, as MONAI's.
+    """
+    fp_sorted, tp_sorted = np.sort(np.asarray(fp_probs)), np.sort(np.asarray(tp_probs))
+    thresholds = np.unique(np.concatenate([fp_sorted, tp_sorted]))[1:]
+    total_fps = len(fp_sorted) - np.searchsorted(fp_sorted, thresholds, side="left")
+    total_tps = len(tp_sorted) - np.searchsorted(tp_sorted, thresholds, side="left")
+    fps_per_image = np.append(total_fps, 0) / float(num_images)
+    sensitivity = np.append(total_tps, 0) / float(num_targets)
+    return fps_per_image, sensitivity
 
 
 class FROCMetric:
@@ -185,7 +210,7 @@ class FROCMetric:
                 # MONAI's curve skips the lowest score (in CAMELYON the 0 of a missed lesion); a zero
                 # false-positive score below every real one makes every detection score an operating point.
                 fp_probs = np.asarray([*self._fp_probs[channel], 0.0], dtype=np.float64)
-                fps_per_image, sensitivity = compute_froc_curve_data(
+                fps_per_image, sensitivity = froc_curve_data(
                     fp_probs, tp_probs, num_targets=num_lesions, num_images=self._num_images
                 )
                 interpolated = np.interp(self.fp_per_image, fps_per_image[::-1], sensitivity[::-1])

@@ -3,9 +3,9 @@ import csv
 import numpy as np
 import pytest
 import torch
-from monai.metrics.froc import compute_froc_score
+from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
 
-from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
+from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_data, froc_curve_rows
 from cxrkd_monai.transforms.detection import find_peaks, peaks_to_grid
 from cxrkd_monai.transforms.geometry import Letterboxd, LetterboxGeometry
 from cxrkd_monai.transforms.target_maps import FractureTargetMapd
@@ -220,3 +220,15 @@ def test_min_hit_radius_reaches_past_point_radius_and_tiny_boxes():
 def test_negative_min_hit_radius_is_named():
     with pytest.raises(ValueError, match="min_hit_radius"):
         FROCMetric(num_classes=1).update([NO_DETECTIONS], min_hit_radius=-1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_froc_curve_data_equals_monais_per_threshold_count(seed):
+    """Scores with ties, repeated values and missed lesions (0): the same arrays as MONAI's quadratic counting."""
+    rng = np.random.default_rng(seed)
+    fp_probs = np.append(np.round(rng.random(300), 2), 0.0)  # rounding makes ties between and within the arrays
+    tp_probs = np.concatenate([np.round(rng.random(40), 2), np.zeros(5)])
+    expected = compute_froc_curve_data(fp_probs, tp_probs, num_targets=45, num_images=30)
+    found = froc_curve_data(fp_probs, tp_probs, num_targets=45, num_images=30)
+    for value, reference in zip(found, expected):
+        np.testing.assert_array_equal(value, reference)
