@@ -24,6 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, Event
 from cxrkd_monai import cli
 from cxrkd_monai.data.phantom import generate_phantom_dataset
 from tests.bundles.test_aals_bundle import FAST as FRACTURE_FAST
+from tests.bundles.test_vkd_bundle import tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -75,25 +76,8 @@ def image_tags(log_dir: Path) -> list[str]:
 def test_vkd_training_and_evaluation_are_tracked_in_mlflow(tmp_path):
     phantom = tmp_path / "phantom"
     generate_phantom_dataset(output_dir=str(phantom), num_patients=12, seed=3, image_size=(72, 64))
-    class_names = json.loads((phantom / "datalist_vkd.json").read_text())["class_names"]
     tracking_uri = path_to_sqlite_uri(str(tmp_path / "mlruns.db"))
-    overrides = {
-        "bundle_root": str(VKD),
-        "dataset_dir": str(phantom),
-        "ckpt_dir": str(tmp_path / "models"),
-        "output_dir": str(tmp_path / "eval"),
-        "text_cache_dir": str(tmp_path / "text_cache"),
-        "class_names": class_names,
-        "image_size": [64, 64],
-        "latent_dim": 16,
-        "epochs": 1,
-        "batch_size": 8,
-        "num_workers": 0,
-        "learning_rate": 1e-3,
-        "inference_mc_samples": 2,
-        "pretrained": False,
-        "tracking_uri": tracking_uri,
-    }
+    overrides = tiny_overrides(phantom, tmp_path, epochs=1, inference_mc_samples=2, tracking_uri=tracking_uri)
     run_tracked(VKD, ["train.json"], "train", **overrides)
     (train_run,) = tracked_runs(tracking_uri, "CXR VKD classification")
     assert train_run.info.status == "FINISHED"
