@@ -42,8 +42,12 @@ that the ``image_storage`` rule allows:
 
 Either way a value outside ``[0, 1]`` (a chain that normalises differently) keeps the image float32. Everything
 else the chain returns (``geometry``, encoded boxes and points, labels, the image's meta and traced operations)
-is stored exactly. Records are pickles: the cache folder is trusted like a checkpoint folder (as with MONAI's
-``PersistentDataset``).
+is stored exactly.
+
+Records hold data only (:mod:`cxrkd_monai.data.data_record`: a JSON header and raw array bytes), never a pickle:
+reading a record cannot run code. A record that is not in this format (a pickle planted in a shared cache
+folder, say) is refused with a warning naming its shard file, never decoded, and rebuilt; caches of older record
+formats (pickles, in ``v1-*`` folders) are not read at all. ``docs/data_cache.md`` gives the trust model.
 
 The cache is filled by :func:`build_preprocessed_cache` (parallel processes, resumable: each finished shard is
 committed atomically, so a killed build loses at most the shards in flight) which
@@ -73,7 +77,8 @@ from monai.transforms import Compose, MapTransform, Randomizable
 from monai.utils import TraceKeys, ensure_tuple
 from tqdm import tqdm
 
-from cxrkd_monai.data.dataset import ItemNamingCacheDataset
+from cxrkd_monai.data.data_record import RecordFormatError, decode_data, encode_data
+from cxrkd_monai.data.dataset import ItemNamingCacheDataset, datalist_index
 from cxrkd_monai.data.preprocessed_store import (
     DIGEST_SIZE,
     FORMAT_VERSION,
@@ -82,6 +87,7 @@ from cxrkd_monai.data.preprocessed_store import (
     file_content_digest,
     file_fingerprint,
 )
+from cxrkd_monai.transforms.failures import failure_reason
 
 __all__ = [
     "CacheBuildReport",
@@ -188,6 +194,18 @@ class CachedPreprocessingd(MapTransform):
         """Run the chain on ``data``'s inputs and encode the result as a record."""
         return encode_record(self.chain(self.inputs(data)), self.keys, exact=self.image_storage == "exact")
 
+    def read_entry(self, key: bytes, sources: Mapping[Hashable, str]) -> dict[Hashable, Any] | None:
+        """The decoded record stored under ``key`` (see :func:`decode_record` for ``sources``), or None when it
+        is missing, fails its checksum, or is not a data record (then the store logs it, naming the shard file,
+        and counts it as corrupt: the caller rebuilds it)."""
+        payload = self.store.read(key)
+        if payload is None:
+            return None
+        try:
+            return decode_record(payload, sources)
+        except RecordFormatError as error:
+            return self.store.reject(key, f"is not a data record: {error}")
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         sources = self.source_paths(d)
@@ -195,8 +213,9 @@ class CachedPreprocessingd(MapTransform):
             key = self.entry_key(d)
         except OSError:  # an unreadable or missing source: the chain raises the loader's own error
             key = None
-        payload = self.store.read(key) if key is not None else None
-        if payload is None:
+        named_sources = dict(zip(self.keys, sources))
+        stored = self.read_entry(key, named_sources) if key is not None else None
+        if stored is None:
             payload = self.compute(d)
             if key is not None and self.write_missing:
                 self.store.write_shard([(key, payload)])
@@ -205,7 +224,8 @@ class CachedPreprocessingd(MapTransform):
                     "Preprocessed cache: built the entry of %s on read (%d in this process).",
                     sources, self.rebuilt_count,
                 )  # fmt: skip
-        d.update(decode_record(payload, dict(zip(self.keys, sources))))
+            stored = decode_record(payload, named_sources)
+        d.update(stored)
         return d
 
 
@@ -250,9 +270,11 @@ class CacheBuildReport:
         built: entries computed and stored by this call.
         reused: entries already present.
         hashed: source files whose content was hashed (not found in the fingerprint memo).
-        rebuilt_corrupt: entries present but failing their checksum, rebuilt (``verify=True`` only).
-        failed: ``(datalist index, reason)`` of items that could not be preprocessed; they are left to the
-            loader, which raises the same error naming the item when it is used.
+        rebuilt_corrupt: entries present but failing their checksum or not data records, rebuilt (``verify=True``
+            only).
+        failed: ``(position in data, reason)`` of items that could not be preprocessed (messages give the
+            datalist index, :func:`~cxrkd_monai.data.dataset.datalist_index`); they are left to the loader, which
+            raises the same error naming the item when it is used.
     """
 
     items: int = 0
@@ -304,6 +326,13 @@ def build_preprocessed_cache(
     removed = store.remove_orphans()
     if removed:
         logger.info("Preprocessed cache: removed %d file(s) left by interrupted builds.", removed)
+    other_formats = store.other_format_folders()
+    if other_formats and rank == 0:
+        logger.info(
+            "Preprocessed cache: %d folder(s) of another record format in %s are not read (%s); their entries are "
+            "built again in the current format. Delete them to reclaim the space.",
+            len(other_formats), store.root, ", ".join(path.name for path in other_formats[:3]),
+        )  # fmt: skip
 
     chunks = [indices[start : start + BUILD_CHUNK_ITEMS] for start in range(0, len(indices), BUILD_CHUNK_ITEMS)]
     entry_keys, to_build = [], 0
@@ -317,7 +346,7 @@ def build_preprocessed_cache(
     report.entries = len(np.unique(np.concatenate(entry_keys))) if entry_keys else 0
     report.reused = max(0, report.entries - to_build)
     if report.failed:
-        first = "; ".join(f"item {index}: {reason}" for index, reason in report.failed[:3])
+        first = "; ".join(f"item {datalist_index(data, index)}: {reason}" for index, reason in report.failed[:3])
         logger.warning(
             "Preprocessed cache: %d item(s) could not be preprocessed and are left to the loader (%s).",
             len(report.failed), first,
@@ -356,7 +385,7 @@ def _build_chunk(
             cached.source_paths(item)
             prepared[index] = cached.inputs(item)
         except Exception as error:  # reported, and raised again by the loader when the item is used
-            report.failed.append((index, _reason(error)))
+            report.failed.append((index, failure_reason(error)))
     content = _content_digests(prepared, cached, pool, progress, rehash, report, stage)
     keys: dict[bytes, int] = {}
     for index, item in prepared.items():
@@ -367,7 +396,7 @@ def _build_chunk(
     to_build = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing) if absent]
     if verify:
         corrupt = [(index, key, prepared[index]) for (key, index), absent in zip(keys.items(), missing)
-                   if not absent and store.read(key) is None]  # fmt: skip
+                   if not absent and cached.read_entry(key, {}) is None]  # fmt: skip
         report.rebuilt_corrupt += len(corrupt)
         to_build += corrupt
     built, failures = _build(to_build, cached, pool, progress, stage)
@@ -516,15 +545,8 @@ def _build_shard(cached: CachedPreprocessingd, shard: Sequence[tuple[int, bytes,
         try:
             records.append((key, cached.compute(item)))
         except Exception as error:
-            failures.append((index, _reason(error)))
+            failures.append((index, failure_reason(error)))
     return cached.store.write_shard(records), failures, len(shard)
-
-
-def _reason(error: BaseException) -> str:
-    """``"<Type>: <message>"`` of the innermost cause (MONAI wraps transform errors in ``RuntimeError``)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}"
 
 
 def build_bundle_cache(
@@ -645,62 +667,74 @@ def dequantise_image(stored: np.ndarray, levels: int) -> np.ndarray:
     return stored.astype(np.float32) / np.float32(levels)
 
 
-class _StoredImage:
-    """An image as stored (array, quantisation levels, meta, traced operations); unpickled, it is the float32
-    (Meta)Tensor again, so that reading a record is one ``pickle.loads``."""
-
-    def __init__(self, array: np.ndarray, levels: int, meta: dict | None, applied_operations: list | None) -> None:
-        self.array, self.levels, self.meta, self.applied_operations = array, levels, meta, applied_operations
-
-    def __reduce__(self) -> tuple:
-        return _restore_image, (self.array, self.levels, self.meta, self.applied_operations)
-
-
-class _StoredTensor:
-    """A tensor stored as its numpy array; unpickled, it is the tensor again."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-    def __reduce__(self) -> tuple:
-        return _restore_tensor, (self.array,)
-
-
-def _restore_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
-
-
-def _restore_image(array: np.ndarray, levels: int, meta: dict | None, operations: list | None) -> torch.Tensor:
-    tensor = _restore_tensor(dequantise_image(array, levels))
-    return tensor if meta is None else MetaTensor(tensor, meta=meta, applied_operations=operations)
-
-
 def encode_record(output: Mapping[Hashable, Any], image_keys: Sequence[Hashable], exact: bool = True) -> bytes:
-    """Pickle the chain's ``output``; float32 images under ``image_keys`` stored by :func:`quantise_image`
-    (``exact``), tensors as arrays, the traced-operation ids replaced by MONAI's ``TraceKeys.NONE`` (ids differ
-    between processes)."""
-    encoded = {}
+    """The data record (:func:`~cxrkd_monai.data.data_record.encode_data`) of the chain's ``output``.
+
+    Float32 images under ``image_keys`` are stored by :func:`quantise_image` (``exact``) with their meta and
+    traced operations beside them, the operations' ids replaced by MONAI's ``TraceKeys.NONE`` (ids differ between
+    processes); every other value as it is, a ``MetaTensor`` outside ``image_keys`` as its plain tensor. The
+    record is ``{"output": {key: value, image keys: stored array}, "images": {key: {"levels", "meta",
+    "operations"}}}``, the output's key order kept.
+    """
+    values: dict[Hashable, Any] = {}
+    images: dict[Hashable, dict[str, Any]] = {}
     for key, value in output.items():
         if key in image_keys and isinstance(value, torch.Tensor):
-            array = value.detach().cpu().numpy()
-            array, levels = quantise_image(array, exact) if value.dtype == torch.float32 else (array.copy(), 0)
-            meta = _encode_value(dict(value.meta)) if isinstance(value, MetaTensor) else None
-            operations = _encode_value(_anonymous(value.applied_operations)) if isinstance(value, MetaTensor) else None
-            encoded[key] = _StoredImage(array, levels, meta, operations)
+            array = value.as_subclass(torch.Tensor).detach().cpu().numpy()
+            array, levels = quantise_image(array, exact) if value.dtype == torch.float32 else (array, 0)
+            is_meta = isinstance(value, MetaTensor)
+            values[key] = array
+            images[key] = {
+                "levels": levels,
+                "meta": dict(value.meta) if is_meta else None,
+                "operations": _anonymous(value.applied_operations) if is_meta else None,
+            }
         else:
-            encoded[key] = _encode_value(value)
-    return pickle.dumps(encoded, protocol=5)
+            values[key] = value
+    return encode_data({"output": values, "images": images})
 
 
 def decode_record(payload: bytes, sources: Mapping[Hashable, str]) -> dict[Hashable, Any]:
-    """Inverse of :func:`encode_record`; each image's ``filename_or_obj`` becomes ``str(Path(sources[key]))``,
-    as the loader records it for the path it is given."""
-    decoded = pickle.loads(payload)
+    """Inverse of :func:`encode_record`: images float32 (Meta)Tensors again, each image's ``filename_or_obj``
+    ``str(Path(sources[key]))``, as the loader records it for the path it is given.
+
+    Raises:
+        RecordFormatError: ``payload`` is not a data record of :func:`encode_record`'s layout (e.g. a pickle).
+    """
+    record = decode_data(payload)
+    _check_layout(record)
+    decoded = record["output"]
+    for key, image in record["images"].items():
+        array = decoded[key]
+        tensor = torch.from_numpy(dequantise_image(array, image["levels"]))
+        if image["meta"] is not None:
+            tensor = MetaTensor(tensor, meta=image["meta"], applied_operations=image["operations"])
+        decoded[key] = tensor
     for key, source in sources.items():
         image = decoded.get(key)
         if isinstance(image, MetaTensor) and "filename_or_obj" in image.meta:
             image.meta["filename_or_obj"] = str(Path(source))
     return decoded
+
+
+def _check_layout(record: Any) -> None:
+    """Raise :class:`RecordFormatError` unless ``record`` has :func:`encode_record`'s layout."""
+    if type(record) is not dict or set(record) != {"images", "output"}:
+        raise RecordFormatError("it is a data record, but not of a preprocessed item")
+    output, images = record["output"], record["images"]
+    if type(output) is not dict or type(images) is not dict:
+        raise RecordFormatError("its 'output' or 'images' is not a dict")
+    for key, image in images.items():
+        if (
+            not isinstance(output.get(key), np.ndarray)
+            or type(image) is not dict
+            or set(image) != {"levels", "meta", "operations"}
+            or type(image["levels"]) is not int
+            or image["levels"] not in (0, UINT8_LEVELS, UINT16_LEVELS)
+            or not isinstance(image["meta"], (dict, type(None)))
+            or not isinstance(image["operations"], (list, type(None)))
+        ):
+            raise RecordFormatError(f"its image {key!r} is not (array, levels, meta, operations)")
 
 
 def _plain(value: Any) -> Any:
@@ -717,15 +751,3 @@ def _anonymous(operations: Any) -> Any:
             anonymous[TraceKeys.ID] = TraceKeys.NONE
         return anonymous
     return operations
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, MetaTensor):
-        value = value.as_tensor()
-    if isinstance(value, torch.Tensor):
-        return _StoredTensor(value.detach().cpu().numpy().copy())
-    if isinstance(value, dict):
-        return {key: _encode_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_encode_value(item) for item in value)
-    return value

@@ -15,7 +15,8 @@ index is written the same way and renamed to ``<name>.idx.npy``. The index renam
 without an index (a writer killed mid-way) is never read, and its files are removed by the next
 :meth:`PreprocessedStore.remove_orphans` once the process that wrote them is gone. A record whose bytes do not
 match its index (a truncated or corrupted shard) fails the length or CRC-32 check in :meth:`read` and is
-reported missing, so that the caller rebuilds it; it is never decoded.
+reported missing, so that the caller rebuilds it; it is never decoded. A record that passes these checks but that
+the caller cannot decode (not in its record format) is reported the same way through :meth:`PreprocessedStore.reject`.
 
 Several processes may write at once (DataLoader workers, DDP ranks, both bundles): each writes shards of its
 own and no file is ever modified in place, so there is no lock to take. Two writers that build the same key
@@ -40,8 +41,9 @@ __all__ = ["DIGEST_SIZE", "FORMAT_VERSION", "PreprocessedStore", "digest"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-"""Bumped whenever the record encoding changes; it is part of every settings digest."""
+FORMAT_VERSION = 2
+"""Bumped whenever the record encoding changes; it is part of every settings digest and folder name. 1: pickles;
+2: data records (:mod:`cxrkd_monai.data.data_record`)."""
 
 DIGEST_SIZE = 16
 """Bytes of every key and digest (BLAKE2b-128): collisions are negligible at any archive size."""
@@ -201,6 +203,14 @@ class PreprocessedStore:
             return self._corrupt(key, path, "fails its CRC-32 check")
         return payload
 
+    def reject(self, key: bytes, reason: str) -> None:
+        """Log and count the record under ``key`` as corrupt for ``reason`` (e.g. its payload passed the CRC-32
+        check but is not in the caller's record format), naming its shard file; returns None, like :meth:`read`
+        for a corrupt record, so that the caller rebuilds it."""
+        position = self._locate(key)
+        shard = self._shard_names[int(self._records[position]["shard"])] if position is not None else "(no shard)"
+        return self._corrupt(key, self.entries_dir / f"{shard}.bin", reason)
+
     def _corrupt(self, key: bytes, path: Path, reason: str) -> None:
         self.corrupt_count += 1
         logger.warning(
@@ -252,6 +262,17 @@ class PreprocessedStore:
         merged = np.concatenate([records[::-1], self._records])
         self._keys, first = np.unique(keys, return_index=True)
         self._records = merged[first]
+
+    def other_format_folders(self) -> list[Path]:
+        """The folders of ``root`` written under another :data:`FORMAT_VERSION` (``v<n>-<settings>``); they are
+        never read."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            path for path in self.root.glob("v*-*")
+            if path.is_dir() and path.name.split("-", 1)[0][1:].isdigit()
+            and path.name.split("-", 1)[0] != f"v{FORMAT_VERSION}"
+        )  # fmt: skip
 
     def remove_orphans(self) -> int:
         """Delete the temporary and uncommitted shard files of writers on this host that no longer run; returns

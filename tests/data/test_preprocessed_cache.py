@@ -1,8 +1,8 @@
 """The persistent preprocessed cache: equal items to the in-memory path, killed and corrupt builds, edits."""
 
-import io
 import os
 import pickle
+import pickletools
 import shutil
 import signal
 import subprocess
@@ -14,10 +14,11 @@ import pytest
 import torch
 from monai.data import DataLoader, MetaTensor
 from monai.transforms import Compose, RandFlipd
-from monai.utils import set_determinism
+from monai.utils import TraceKeys, set_determinism
 from PIL import Image
 
-from cxrkd_monai.data import preprocessed_cache
+from cxrkd_monai.data import preprocessed_cache, preprocessed_store
+from cxrkd_monai.data.data_record import RECORD_MAGIC, decode_data
 from cxrkd_monai.data.dataset import ItemNamingCacheDataset
 from cxrkd_monai.data.preprocessed_cache import (
     CachedPreprocessingd,
@@ -27,8 +28,10 @@ from cxrkd_monai.data.preprocessed_cache import (
     quantise_image,
 )
 from cxrkd_monai.data.preprocessed_store import PreprocessedStore
+from cxrkd_monai.errors import UnreadableImageError
 from cxrkd_monai.transforms import Letterboxd, LoadCXRd
 from cxrkd_monai.transforms.fracture_annotations import EncodeFractureAnnotationsd
+from tests.data.test_data_record import assert_identical
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CLASSES = ["rib_fracture", "clavicle_fracture"]
@@ -98,13 +101,9 @@ def records(cache_dir: Path, cached: CachedPreprocessingd, items: list[dict]) ->
     return {item["image"]: store.read(cached.entry_key(item)) for item in items}
 
 
-class StoredArrays(pickle.Unpickler):
-    """Unpickles a record with each image left as the array it is stored as."""
-
-    def find_class(self, module, name):
-        if name == "_restore_image":
-            return lambda array, levels, meta, operations: array
-        return super().find_class(module, name)
+def stored_image(payload: bytes) -> np.ndarray:
+    """The image array of a record as it is stored (before :func:`dequantise_image`)."""
+    return decode_data(payload)["output"]["image"]
 
 
 # ------------------------------------------------------------------------------------------------ storage rule
@@ -144,7 +143,7 @@ def test_cached_item_equals_the_in_memory_chain(tmp_path, dtype, storage, tolera
     assert_same_item(built, reference, tolerance)
     assert_same_item(read, reference, tolerance)
     assert cached.rebuilt_count == 1
-    stored = StoredArrays(io.BytesIO(records(tmp_path / "cache", cached, [item])[source])).load()["image"]
+    stored = stored_image(records(tmp_path / "cache", cached, [item])[source])
     assert stored.dtype == (np.float32 if storage == "exact" else np.uint16)  # resampled: on no integer grid
 
 
@@ -153,7 +152,7 @@ def test_padded_only_8_bit_image_is_stored_as_uint8_and_read_back_bit_for_bit(tm
     item = {"image": source}
     cached = CachedPreprocessingd(letterbox_chain(32), tmp_path / "cache")
     cached(dict(item))
-    stored_array = StoredArrays(io.BytesIO(records(tmp_path / "cache", cached, [item])[source])).load()["image"]
+    stored_array = stored_image(records(tmp_path / "cache", cached, [item])[source])
     assert stored_array.dtype == np.uint8 and stored_array.shape == (1, 32, 32)
     assert_same_item(cached(dict(item)), Compose(letterbox_chain(32))(dict(item)), tolerance=0.0)
 
@@ -185,7 +184,7 @@ def test_a_moved_data_set_keeps_its_entries_and_names_the_new_path(tmp_path):
 KILLED_BUILD = """
 import os, sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {root!r}]
 from test_preprocessed_cache import letterbox_chain, make_items
 from cxrkd_monai.data import preprocessed_cache, preprocessed_store
 from cxrkd_monai.data.preprocessed_cache import CachedPreprocessingd, build_preprocessed_cache
@@ -208,7 +207,8 @@ build_preprocessed_cache(items, CachedPreprocessingd(letterbox_chain(), {cache!r
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the kill point is found through /proc/self/fd")
 def test_build_killed_mid_write_resumes_to_byte_identical_entries(tmp_path):
     script = KILLED_BUILD.format(
-        tests=str(Path(__file__).parent), images=str(tmp_path / "images"), cache=str(tmp_path / "killed")
+        tests=str(Path(__file__).parent), root=str(Path(__file__).parents[2]), images=str(tmp_path / "images"),
+        cache=str(tmp_path / "killed"),
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -421,3 +421,118 @@ def test_real_dicom_png_and_jpeg_files_match_the_in_memory_path(tmp_path):
         assert_same_item(compact(dict(item)), Compose(chain)(dict(item)), UINT16_TOLERANCE)
     sizes = [len(payload) for payload in records(tmp_path / "compact", compact, items).values()]
     assert max(sizes) < 224 * 224 * 2 + 4096  # uint16 pixels and a few KB of metadata
+
+
+# -------------------------------------------------------------------------------------------------- data only
+class WritesMarker:
+    """Unpickled, creates ``marker``: a stand-in for code planted in a shared cache folder."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def planted_pickle(marker: Path) -> bytes:
+    return pickle.dumps({"image": WritesMarker(marker), "geometry": torch.zeros(4, 2)}, protocol=5)
+
+
+def test_the_planted_pickle_would_run_code(tmp_path):
+    """The premise of the tests below: reading the planted record with pickle runs its code."""
+    pickle.loads(planted_pickle(tmp_path / "proof"))
+    assert (tmp_path / "proof").exists()
+
+
+def test_records_are_data_only_and_round_trip_the_chain_output_bit_for_bit(tmp_path, monkeypatch):
+    items = make_items(tmp_path / "images", 3, fracture=True)
+    cached = CachedPreprocessingd(fracture_chain(), tmp_path / "cache", item_keys=FRACTURE_KEYS)
+    assert build_preprocessed_cache(items, cached, progress=False).built == 3
+    for payload in records(tmp_path / "cache", cached, items).values():
+        assert payload.startswith(RECORD_MAGIC) and payload[:1] != b"\x80"  # no pickle PROTO opcode
+        with pytest.raises(ValueError, match="at position 0"):
+            list(pickletools.genops(payload))
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the cache unpickled something")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, no_unpickling)
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    reader = CachedPreprocessingd(fracture_chain(), tmp_path / "cache", item_keys=FRACTURE_KEYS)
+    for item in items:
+        read, reference = reader(dict(item)), Compose(fracture_chain())(dict(item))
+        expected = {**reference, "image": reference["image"].as_tensor()}
+        assert_identical({**read, "image": read["image"].as_tensor()}, expected)
+        assert_identical(dict(read["image"].meta), dict(reference["image"].meta))
+        operations = [{**op, TraceKeys.ID: TraceKeys.NONE} for op in reference["image"].applied_operations]
+        assert_identical(read["image"].applied_operations, operations)
+    assert (reader.rebuilt_count, reader.store.corrupt_count) == (0, 0)
+
+
+def test_a_planted_pickle_is_refused_naming_its_file_never_run_and_rebuilt(tmp_path, caplog):
+    items = make_items(tmp_path / "images", 2)
+    chain, marker = letterbox_chain(), tmp_path / "marker"
+    cached = CachedPreprocessingd(chain, tmp_path / "cache")
+    build_preprocessed_cache(items, cached, progress=False)
+    key = cached.entry_key(items[0])
+    cached.store.write_shard([(key, planted_pickle(marker))])  # a valid CRC: the newest record of the entry
+    planted_shard = max(cached.store.entries_dir.glob("shard-*.bin"))
+
+    reader = CachedPreprocessingd(chain, tmp_path / "cache")
+    for item in items:
+        assert_same_item(reader(dict(item)), Compose(chain)(dict(item)))
+    assert not marker.exists()
+    assert (reader.store.corrupt_count, reader.rebuilt_count) == (1, 1)
+    assert f"{key.hex()} in {planted_shard} is not a data record" in caplog.text
+    assert "(a pickle stream)" in caplog.text and "it is rebuilt, not read" in caplog.text
+    later = CachedPreprocessingd(chain, tmp_path / "cache")  # the rebuilt record is newer and wins
+    later(dict(items[0]))
+    assert (later.store.corrupt_count, later.rebuilt_count) == (0, 0)
+
+    cached.store.write_shard([(key, planted_pickle(marker))])
+    report = build_preprocessed_cache(items, CachedPreprocessingd(chain, tmp_path / "cache"), verify=True,
+                                      progress=False)  # fmt: skip
+    assert (report.rebuilt_corrupt, report.built, report.reused) == (1, 1, 1)
+    assert not marker.exists()
+
+
+def test_a_cache_of_the_old_pickle_format_is_not_read_and_is_rebuilt(tmp_path, monkeypatch, caplog):
+    items = make_items(tmp_path / "images", 2)
+    chain, marker = letterbox_chain(), tmp_path / "marker"
+    with monkeypatch.context() as old_version:  # the layout of format 1, whose records were pickles
+        old_version.setattr(preprocessed_store, "FORMAT_VERSION", 1)
+        old_version.setattr(preprocessed_cache, "FORMAT_VERSION", 1)
+        old = CachedPreprocessingd(chain, tmp_path / "cache")
+        old.store.write_shard([(old.entry_key(item), planted_pickle(marker)) for item in items])
+    assert old.store.entries_dir.name.startswith("v1-")
+
+    caplog.set_level("INFO", logger=preprocessed_cache.__name__)
+    cached = CachedPreprocessingd(chain, tmp_path / "cache")
+    assert cached.store.entries_dir.name.startswith(f"v{preprocessed_store.FORMAT_VERSION}-")
+    report = build_preprocessed_cache(items, cached, progress=False)
+    assert (report.built, report.reused) == (2, 0)
+    for item in items:
+        assert_same_item(cached(dict(item)), Compose(chain)(dict(item)))
+    assert not marker.exists() and cached.store.corrupt_count == 0
+    old_folder = old.store.entries_dir.name
+    assert f"1 folder(s) of another record format in {tmp_path / 'cache'} are not read ({old_folder})" in caplog.text
+
+
+def test_a_truncated_image_gives_the_loaders_message_in_the_build_report_and_on_read(tmp_path, caplog):
+    items = make_items(tmp_path / "images", 1)
+    whole = Path(items[0]["image"]).read_bytes()
+    truncated = tmp_path / "images" / "truncated.png"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    items.append({"image": str(truncated)})
+    with pytest.raises(UnreadableImageError) as loaded:
+        LoadCXRd("image")({"image": str(truncated)})
+    expected = f"UnreadableImageError: {loaded.value}"
+    assert "image file is truncated" in expected and str(truncated) in expected
+
+    dataset = PreprocessedCacheDataset(items, CachedPreprocessingd(letterbox_chain(), tmp_path / "cache"),
+                                       num_workers=0, progress=False)  # fmt: skip
+    assert dataset.build_report.failed == [(1, expected)]
+    assert f"item 1: {expected}" in caplog.text and "unpack_from" not in caplog.text
+    with pytest.raises(UnreadableImageError, match="image file is truncated"):
+        dataset[1]
