@@ -24,8 +24,10 @@ class FailedItemsWriter:
 
     Attach it to an evaluator whose loader collates with :class:`~cxrkd_monai.data.failed_items.DropFailedItems`. At
     ``GET_BATCH_COMPLETED`` it takes ``failed_items`` out of ``engine.state.batch`` (so decollation and the model
-    see only the items that loaded) and logs each failure; at ``COMPLETED`` it writes the CSV, columns
-    ``image, reason``, with a header even when nothing failed, so a clean run is visibly clean.
+    see only the items that loaded) and logs each failure; images that fail after the model (their prediction
+    cannot be recorded) come through :meth:`add`, from the :class:`~cxrkd_monai.handlers.PredictionWriter`. At
+    ``COMPLETED`` it writes the CSV, columns ``image, reason``, with a header even when nothing failed, so a clean
+    run is visibly clean.
 
     Args:
         output_dir: folder of the CSV (created).
@@ -54,12 +56,16 @@ class FailedItemsWriter:
     def _reset(self, engine: Engine) -> None:
         self.failures = []
 
+    def add(self, image: str, reason: str) -> None:
+        """Lists one more failed image, e.g. one whose prediction could not be recorded (logged now, written at
+        ``COMPLETED``)."""
+        logger.warning("Skipped %s: %s", image, reason)
+        self.failures.append({"image": image, "reason": reason})
+
     def _collect(self, engine: Engine) -> None:
         batch = engine.state.batch
-        failed = batch.pop(FAILED_ITEMS_KEY, []) if isinstance(batch, dict) else []
-        for failure in failed:
-            logger.warning("Skipped %s: %s", failure["image"], failure["reason"])
-        self.failures.extend(failed)
+        for failure in batch.pop(FAILED_ITEMS_KEY, []) if isinstance(batch, dict) else []:
+            self.add(failure["image"], failure["reason"])
 
     def _write(self, engine: Engine) -> None:
         write_csv_atomically(self.path, self.failures, columns=["image", "reason"])

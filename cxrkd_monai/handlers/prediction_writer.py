@@ -10,6 +10,8 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from cxrkd_monai.handlers.failed_items import FailedItemsWriter
+from cxrkd_monai.transforms.failures import FAILURE_KEY
 from cxrkd_monai.utils.atomic_files import json_safe, write_csv_atomically, write_text_atomically
 from cxrkd_monai.utils.distributed import is_rank0
 
@@ -27,6 +29,10 @@ class PredictionWriter:
             ``engine.state.output``, returns one record per image. Values that are lists or dicts are
             kept whole in JSON and serialised as JSON strings in the CSV.
         filename: stem of the two files.
+        failed_items: the run's :class:`~cxrkd_monai.handlers.FailedItemsWriter`. A record that ``record_fn``
+            returns as ``{"image": <path>, "failure": <reason>}`` (an image it could not record) is listed there,
+            for ``errors.csv`` and exit status 3, while the other images keep their records; without it, such a
+            record stops the run with a ``RuntimeError`` naming the image and the reason.
 
     Both files are written atomically (:func:`write_text_atomically`). An iteration whose output is ``None`` (a
     batch in which every image failed to load, see :func:`~cxrkd_monai.handlers.skip_batches_without_items`)
@@ -34,11 +40,16 @@ class PredictionWriter:
     """
 
     def __init__(
-        self, output_dir: str, record_fn: Callable[[Any, Any], list[dict]], filename: str = "predictions"
+        self,
+        output_dir: str,
+        record_fn: Callable[[Any, Any], list[dict]],
+        filename: str = "predictions",
+        failed_items: FailedItemsWriter | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.record_fn = record_fn
         self.filename = filename
+        self.failed_items = failed_items
         self.records: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -52,7 +63,13 @@ class PredictionWriter:
     def _collect(self, engine: Engine) -> None:
         if engine.state.output is None:
             return
-        self.records.extend(self.record_fn(engine.state.batch, engine.state.output))
+        for record in self.record_fn(engine.state.batch, engine.state.output):
+            if FAILURE_KEY not in record:
+                self.records.append(record)
+            elif self.failed_items is not None:
+                self.failed_items.add(record["image"], record[FAILURE_KEY])
+            else:
+                raise RuntimeError(f"The prediction of {record['image']} could not be recorded: {record[FAILURE_KEY]}")
 
     def _write(self, engine: Engine) -> None:
         if not is_rank0():

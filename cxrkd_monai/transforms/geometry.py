@@ -97,19 +97,35 @@ class LetterboxGeometry:
         return cls(*rows)
 
     def grid_to_original_image(self, image: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-        """Crop the padding off a grid-aligned map ``(C, *grid_or_strided)`` and resize to original size.
+        """Resample a grid-aligned map ``(C, *M)`` to the original pixels, ``(C, *original_size)``.
 
-        A map predicted at an output stride (e.g. ``grid_size / 4``) is handled by scaling the crop window.
+        ``M`` is ``grid_size`` or the grid at an output stride (``grid_size / 4`` for a map predicted at stride 4);
+        the map covers the whole grid, padding included. Each original pixel ``i`` takes the map's value at the
+        grid position of its centre, :meth:`to_grid` of ``i + 0.5`` (``mode`` ``"bilinear"`` or ``"nearest"``
+        between map-pixel centres, the border value beyond them), so cropping the padding and resizing are one
+        exact step for any aspect ratio: a letterboxed side narrower than one map pixel still fills its original
+        extent, and a location maps where :meth:`to_original` puts it.
         """
-        spatial = image.shape[1:]
-        stride = [g / s for g, s in zip(self.grid_size, spatial)]
-        slices = tuple(
-            slice(int(round(p / k)), int(round((p + r) / k)))
-            for p, r, k in zip(self.pad_before, self.resized_size, stride)
+        if image.ndim != self.ndim + 1:
+            raise ValueError(
+                f"image must have shape (C, *spatial) with {self.ndim} spatial axes, got {tuple(image.shape)}."
+            )
+        # per axis, the grid position of each original pixel centre in grid_sample's normalised coordinates
+        # (-1 and 1 are the outer edges of the map, which spans the whole grid)
+        normalised = [
+            (2.0 * ((torch.arange(size, dtype=torch.float64) + 0.5) * scale + pad) / grid - 1.0).float()
+            for size, scale, pad, grid in zip(self.original_size, self.scale, self.pad_before, self.grid_size)
+        ]
+        # grid_sample takes the last spatial axis's coordinate first
+        sample_grid = torch.stack(torch.meshgrid(*normalised, indexing="ij")[::-1], dim=-1)
+        resampled = F.grid_sample(
+            image[None].float(),
+            sample_grid[None].to(image.device),
+            mode=mode,
+            padding_mode="border",
+            align_corners=False,
         )
-        cropped = image[(slice(None), *slices)]
-        resized = F.interpolate(cropped[None].float(), size=self.original_size, mode=mode, align_corners=False)
-        return resized[0]
+        return resampled[0]
 
 
 class Letterboxd(MapTransform):

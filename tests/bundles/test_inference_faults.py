@@ -1,4 +1,5 @@
-"""Both bundles' inference through ``python -m monai.bundle run``: a corrupt image, same-named files, reruns, a lock.
+"""Both bundles' inference through ``python -m monai.bundle run``: a corrupt image, same-named files, an image of
+extreme aspect ratio, reruns, a lock; the fracture bundle with its two types and with one (the FracAtlas set-up).
 
 The networks are the bundles' own ``network_def`` at the tiny sizes of the backend-parity test, with random
 weights saved as the checkpoint: what is under test is which images get a prediction, an error row or a map, and
@@ -16,9 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from PIL import Image
 
 from cxrkd_monai.handlers.failed_items import PARTIAL_FAILURE_EXIT_CODE
 from tests.handlers.test_onnx_backend import TINY
@@ -30,6 +34,13 @@ DATALIST_NAMES = {
     "cxr_vkd_classification": "datalist_vkd.json",
     "cxr_aals_fracture_detection": "datalist_fracture.json",
 }
+# test id: (bundle, overrides beyond the tiny network); the fracture bundle also with one type, as FracAtlas has
+VARIANTS = {
+    "cxr_vkd_classification": ("cxr_vkd_classification", {}),
+    "cxr_aals_fracture_detection": ("cxr_aals_fracture_detection", {}),
+    "cxr_aals_fracture_detection-one_class": ("cxr_aals_fracture_detection", {"class_names": ["fracture"]}),
+}
+TALL_SIZE = (64, 2000)  # (W, H): 1:31, letterboxed to 2 x 64 grid pixels, half a map pixel at stride 4
 
 
 def _rows(path: Path) -> list[dict]:
@@ -47,7 +58,8 @@ def _write_datalist(folder: Path, bundle: str, images: list[Path]) -> Path:
 @pytest.fixture(scope="module")
 def images(phantom, tmp_path_factory) -> dict[str, Path]:
     """Five inputs: ``view1_frontal.png`` in ``chexpert/`` and in ``mimic/`` (different images), two more, and
-    ``broken/corrupt.png``, a PNG name over bytes that are no image. Also two clean extra images for a rerun."""
+    ``broken/corrupt.png``, a PNG name over bytes that are no image. Also two clean extra images for a rerun, and
+    ``extreme/tall.png``, a :data:`TALL_SIZE` radiograph-like gradient with noise."""
     root = tmp_path_factory.mktemp("inputs")
     sources = sorted((phantom / "images").glob("*.png"))
     layout = {
@@ -66,17 +78,22 @@ def images(phantom, tmp_path_factory) -> dict[str, Path]:
     paths["corrupt"] = root / "broken" / "corrupt.png"
     paths["corrupt"].parent.mkdir()
     paths["corrupt"].write_bytes(b"this is not a PNG file\n" * 8)
+    paths["tall"] = root / "extreme" / "tall.png"
+    paths["tall"].parent.mkdir()
+    width, height = TALL_SIZE
+    rows = np.linspace(40.0, 215.0, height)[:, None] + np.random.default_rng(0).normal(0.0, 10.0, (height, width))
+    Image.fromarray(np.clip(rows, 0, 255).astype(np.uint8)).save(paths["tall"])
     return paths
 
 
-@pytest.fixture(scope="module", params=sorted(TINY))
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def bundle(request, tmp_path_factory) -> tuple[str, dict]:
     """A bundle name and the overrides that run its inference config on a tiny random-weight checkpoint."""
-    name = request.param
-    work = tmp_path_factory.mktemp(name)
+    name, variant = VARIANTS[request.param]
+    work = tmp_path_factory.mktemp(request.param)
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / name / "configs" / "inference.json"))
-    overrides = {**TINY[name], "image_size": [64, 64], "num_workers": 0, "batch_size": 2}
+    overrides = {**TINY[name], "image_size": [64, 64], "num_workers": 0, "batch_size": 2, **variant}
     if name == "cxr_aals_fracture_detection":
         overrides["save_maps"] = True
     parser.update(overrides)
@@ -129,6 +146,39 @@ def test_one_corrupt_image_of_five(bundle, images, tmp_path):
         assert all(file_name.startswith("view1_frontal_") for file_name in same_name)
 
 
+def test_an_image_of_extreme_aspect_ratio_is_predicted_with_the_others(bundle, images, tmp_path):
+    """Five images, one of them 64 x 2000: five predictions, exit 0; for the detector one map per image at its
+    original size, ``(W, H, 1, K)``, and every detection inside its image's original pixels."""
+    name, overrides = bundle
+    inputs = [images[key] for key in ("chexpert", "tall", "mimic", "third", "fourth")]
+    output_dir = tmp_path / "predictions"
+    detector = name.endswith("detection")
+    # a zero threshold makes every map peak on an image a detection, so that the check below is not empty
+    run_overrides = {**overrides, "peak_threshold": 0.0} if detector else overrides
+    result = run_inference((name, run_overrides), _write_datalist(tmp_path / "data", name, inputs), output_dir)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    predictions = json.loads((output_dir / "predictions.json").read_text())
+    assert sorted(record["image"] for record in predictions) == sorted(map(str, inputs))
+    assert _rows(output_dir / "errors.csv") == []
+    if not detector:
+        return
+    class_names = overrides.get("class_names", ["rib_fracture", "clavicle_fracture"])
+    assert len(list((output_dir / "maps").iterdir())) == len(inputs)
+    for record in predictions:
+        with Image.open(record["image"]) as image:
+            width, height = image.size
+        prob_map = nib.load(output_dir / record["probability_map"])
+        assert prob_map.shape == (width, height, 1, len(class_names))
+        assert np.all((np.asarray(prob_map.dataobj) >= 0.0) & (np.asarray(prob_map.dataobj) <= 1.0))
+        for detection in record["detections"]:
+            assert detection["class"] in class_names
+            assert 0.0 <= detection["x"] <= width and 0.0 <= detection["y"] <= height
+    assert sum(len(record["detections"]) for record in predictions) > 0
+
+
+# the output folder's handling does not depend on the number of types: the two-type variants only
+@pytest.mark.parametrize("bundle", sorted(TINY), indirect=True)
 def test_rerun_sets_previous_outputs_aside_and_a_held_lock_refuses(bundle, images, tmp_path):
     """A second run's folder holds only its own results; the first run's are kept under previous/; a live lock
     holder makes a third run stop with a clear message, touching nothing."""

@@ -71,16 +71,27 @@ class FailOnOddValues:
         return {"image": image}
 
 
-def _evaluator(values, tmp_path, batch_size):
+def _record_unless_unrecordable(unrecordable: set[str]):
+    """A ``record_fn``: ``{"image", "mean"}`` per item, a failure record for the images in ``unrecordable``."""
+
+    def record_fn(batch, output):
+        names = [item["image"].meta["filename_or_obj"] for item in batch]
+        return [
+            {"image": name, "failure": f"OSError: cannot write the map of {name}"}
+            if name in unrecordable
+            else {"image": name, "mean": float(out["pred"].mean())}
+            for name, out in zip(names, output)
+        ]
+
+    return record_fn
+
+
+def _evaluator(values, tmp_path, batch_size, unrecordable=()):
     dataset = FailureTolerantDataset([{"image": str(v)} for v in values], transform=Compose([FailOnOddValues()]))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DropFailedItems())
     failed_items = FailedItemsWriter(tmp_path)
     records = PredictionWriter(
-        str(tmp_path),
-        record_fn=lambda batch, output: [
-            {"image": item["image"].meta["filename_or_obj"], "mean": float(out["pred"].mean())}
-            for item, out in zip(batch, output)
-        ],
+        str(tmp_path), record_fn=_record_unless_unrecordable(set(unrecordable)), failed_items=failed_items
     )
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
@@ -106,6 +117,32 @@ def test_failed_items_are_written_to_errors_csv_and_the_rest_predicted(tmp_path)
     with pytest.raises(SystemExit) as exited:
         failed_items.exit_if_any()
     assert exited.value.code == PARTIAL_FAILURE_EXIT_CODE == 3
+
+
+def test_an_image_whose_prediction_cannot_be_recorded_is_a_failed_item_too(tmp_path):
+    """3 fails to load, 4 to be recorded (after the model): both are error rows, the rest predicted, exit 3."""
+    evaluator, failed_items = _evaluator([0, 3, 4, 6], tmp_path, batch_size=2, unrecordable={"4"})
+    evaluator.run()
+
+    assert [r["image"] for r in json.loads((tmp_path / "predictions.json").read_text())] == ["0", "6"]
+    with open(tmp_path / "errors.csv") as f:
+        errors = list(csv.DictReader(f))
+    assert errors == [
+        {"image": "3", "reason": "ValueError: item 3 is odd"},
+        {"image": "4", "reason": "OSError: cannot write the map of 4"},
+    ]
+    with pytest.raises(SystemExit) as exited:
+        failed_items.exit_if_any()
+    assert exited.value.code == PARTIAL_FAILURE_EXIT_CODE
+
+
+def test_an_unrecordable_image_without_a_failed_items_writer_stops_the_run_naming_it(tmp_path):
+    engine = Engine(lambda e, batch: batch)
+    PredictionWriter(str(tmp_path), record_fn=_record_unless_unrecordable({"a.png"})).attach(engine)
+    image = MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": "a.png"})
+    with pytest.raises(RuntimeError, match=r"prediction of a\.png could not be recorded: OSError: cannot write"):
+        engine.run([[{"image": image}]])
+    assert not (tmp_path / "predictions.json").exists()
 
 
 def test_a_clean_run_writes_an_empty_errors_csv_and_does_not_exit(tmp_path):

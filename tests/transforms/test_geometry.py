@@ -56,3 +56,71 @@ def test_mismatched_keys_raise():
         Letterboxd(keys=["image", "label"], spatial_size=32)(
             {"image": torch.zeros(1, 40, 20), "label": torch.zeros(1, 20, 40)}
         )
+
+
+# (original size, grid size): the aspect ratios 1:40 to 40:1, and the extreme images of a real inference run
+EXTREME_SHAPES = [
+    ((50, 2000), (64, 64)),
+    ((2000, 50), (64, 64)),
+    ((64, 2000), (64, 64)),
+    ((2000, 64), (512, 512)),
+    ((64, 2000), (512, 512)),
+    ((8, 2000), (512, 512)),
+    ((13, 37), (64, 48)),
+    ((400, 10), (96, 128)),
+]
+
+
+@pytest.mark.parametrize(("original_size", "grid_size"), EXTREME_SHAPES)
+def test_fit_holds_for_any_aspect_ratio(original_size, grid_size):
+    geometry = LetterboxGeometry.fit(original_size, grid_size)
+    resized, pad = np.asarray(geometry.resized_size), np.asarray(geometry.pad_before)
+    assert np.all(resized >= 1) and np.all(pad >= 0) and np.all(pad + resized <= grid_size)
+    # the limiting axis fills the grid
+    assert np.any(resized == grid_size)
+    corners = np.array([[0.0, 0.0], original_size])
+    np.testing.assert_allclose(geometry.to_grid(corners), [pad, pad + resized], atol=1e-9)
+    np.testing.assert_allclose(geometry.to_original(geometry.to_grid(corners)), corners, atol=1e-9)
+
+
+def assert_map_back_samples_pixel_centres(geometry: LetterboxGeometry, stride: int) -> None:
+    """A map at ``stride`` holding, along each axis, the grid coordinate of each map-pixel centre,
+    ``(j + 0.5) * stride``, comes back at original size holding the grid coordinate of each original pixel centre:
+    bilinear interpolation of a linear ramp is exact between the outermost map-pixel centres, and the border value
+    holds beyond them. float32 sampling of coordinates up to 512: a few 1e-5 relative, so 1e-3 absolute."""
+    map_shape = [g // stride for g in geometry.grid_size]
+    ramps = torch.stack(
+        torch.meshgrid(*[(torch.arange(m, dtype=torch.float64) + 0.5) * stride for m in map_shape], indexing="ij")
+    )
+    restored = geometry.grid_to_original_image(ramps).numpy()
+    assert restored.shape == (geometry.ndim, *geometry.original_size)
+    for axis, (size, scale, pad, grid) in enumerate(
+        zip(geometry.original_size, geometry.scale, geometry.pad_before, geometry.grid_size)
+    ):
+        expected = np.clip((np.arange(size) + 0.5) * scale + pad, stride / 2, grid - stride / 2)
+        along_axis = np.moveaxis(restored[axis], axis, 0).reshape(size, -1)
+        np.testing.assert_allclose(along_axis, np.broadcast_to(expected[:, None], along_axis.shape), atol=1e-3)
+
+
+@pytest.mark.parametrize(("original_size", "grid_size"), EXTREME_SHAPES)
+@pytest.mark.parametrize("stride", [1, 4])
+def test_map_back_samples_each_pixel_centre_at_its_grid_position(original_size, grid_size, stride):
+    assert_map_back_samples_pixel_centres(LetterboxGeometry.fit(original_size, grid_size), stride)
+
+
+@pytest.mark.parametrize(("original_size", "grid_size"), EXTREME_SHAPES)
+def test_letterbox_and_back_keeps_every_pixel_and_no_padding(original_size, grid_size):
+    """A white image letterboxed (black padding) and mapped back by nearest neighbour is white everywhere: the
+    nearest grid pixel of every original pixel centre lies in the resized image, never in the padding."""
+    out = Letterboxd(keys="image", spatial_size=grid_size)({"image": torch.ones(1, *original_size)})
+    geometry = LetterboxGeometry.from_tensor(out["geometry"])
+    assert float(out["image"].sum()) == pytest.approx(np.prod(geometry.resized_size))
+    restored = geometry.grid_to_original_image(out["image"], mode="nearest")
+    assert restored.shape == (1, *original_size)
+    assert torch.equal(restored, torch.ones(1, *original_size))
+
+
+def test_map_back_refuses_a_map_of_another_rank():
+    geometry = LetterboxGeometry.fit((40, 30), (32, 32))
+    with pytest.raises(ValueError, match="2 spatial axes"):
+        geometry.grid_to_original_image(torch.zeros(1, 1, 8, 8, 8))
