@@ -1,6 +1,6 @@
 from .collate import collate_with_annotations
 from .compact_datalist import CompactDatalist
-from .datalist import load_class_names, load_datalist
+from .datalist import check_class_names, load_class_names, load_datalist
 from .dataset import ItemNamingCacheDataset
 from .embedding_store import EmbeddingStore
 from .failed_items import FAILED_ITEMS_KEY, DropFailedItems, FailureTolerantDataset

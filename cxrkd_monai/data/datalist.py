@@ -3,9 +3,10 @@
 A datalist is UTF-8 JSON (a byte-order mark is accepted): an object holding ``class_names`` and the lists
 ``training``, ``validation`` and ``test``, whose items are objects with at least an ``image`` path (relative to
 the datalist's folder, or absolute); a ``test`` list may also hold bare image paths, as in the Medical
-Segmentation Decathlon format. The checks run here, eagerly, are those that need neither the loaded image nor
+Segmentation Decathlon format. The item checks run here, eagerly, are those that need neither the loaded image nor
 the bundle's classes, so that a bad datalist fails before any dataset is built, naming the file, the list,
-the item and the key.
+the item and the key. An empty split is refused, naming the file and the split; and a caller that reads labels
+passes its ``class_names``, which must be the datalist's own, in the same order (:func:`check_class_names`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from cxrkd_monai.data.compact_datalist import CompactDatalist, read_datalist_val
 from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError, require_utf8
 from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 
-__all__ = ["SUBGROUP_KEYS", "TEXT_KEYS", "DatalistItem", "load_class_names", "load_datalist", "read_datalist_json"]
+__all__ = [
+    "SUBGROUP_KEYS",
+    "TEXT_KEYS",
+    "DatalistItem",
+    "check_class_names",
+    "load_class_names",
+    "load_datalist",
+    "read_datalist_json",
+]
 
 TEXT_KEYS = ("report",)
 # Descriptive fields an adapter writes where its source records them (docs/data.md, "Subgroup fields"). Reports
@@ -74,6 +83,8 @@ def load_datalist(
     require_images: bool = True,
     subgroup_fields: bool = False,
     compact: bool = False,
+    allow_empty: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> list[dict] | CompactDatalist:
     """Items of ``key`` in the datalist at ``path``, image paths resolved against the datalist's folder.
 
@@ -95,6 +106,11 @@ def load_datalist(
         compact: return a :class:`~cxrkd_monai.data.CompactDatalist`, which keeps each item's place in the file
             (16 bytes) and decodes it on access, instead of a list of dicts. The bundles' datasets use it, so that
             a run's memory does not grow with its datalist's content.
+        allow_empty: return an empty split (no items, or none of ``subsets``) instead of raising. A run needs
+            items: the bundles leave it ``False``, so that an empty split stops the run before its first epoch.
+        class_names: the classes the caller reads the items' labels as, in label order (a bundle's
+            ``class_names``). When given and the datalist stores ``class_names``, both must be the same names in
+            the same order (:func:`check_class_names`): labels are read by position.
 
     Returns:
         The items in file order (new dicts), ``image`` an absolute or datalist-relative path joined to the
@@ -103,19 +119,24 @@ def load_datalist(
     Raises:
         FileNotFoundError: the datalist, or with ``require_images`` one of its images, is missing (the path is
             named).
-        InvalidDatalistError: the file cannot be read as a datalist (see :func:`read_datalist_json`), or it has
-            no list under ``key``.
+        InvalidDatalistError: the file cannot be read as a datalist (see :func:`read_datalist_json`), it has
+            no list under ``key``, the split is empty (unless ``allow_empty``; the file and ``key`` are named), or
+            its ``class_names`` differ from ``class_names`` (both lists are shown).
         InvalidItemError: an item is invalid; the message names the datalist, ``key``, the item's position and
             image, and the offending key.
     """
     datalist_path = Path(path)
+    if class_names is not None:
+        check_class_names(datalist_path, class_names)
     finish = DatalistItem(f"Datalist {datalist_path} '{key}'", str(datalist_path.parent), subgroup_fields)
     wanted = None if subsets is None else set(subsets)
     items: list[dict] = []
     spans, indices = array("q"), array("q")
     subset_values: set = set()
     missing: list[str] = []
+    listed = 0
     for index, (offset, length, value) in enumerate(scan_datalist_split(datalist_path, key)):
+        listed += 1
         item = finish(value, index)
         if wanted is not None:
             subset_values.add(item.get("subset"))
@@ -138,6 +159,9 @@ def load_datalist(
         raise FileNotFoundError(
             f"{len(missing)} image(s) listed in {datalist_path} '{key}' do not exist, first: {missing[0]}"
         )
+    kept = len(indices) if compact else len(items)
+    if not kept and not allow_empty:
+        raise InvalidDatalistError(_empty_split_message(datalist_path, key, listed, subsets))
     if compact:
         return CompactDatalist(
             datalist_path, np.frombuffer(spans, dtype=np.int64), finish, np.frombuffer(indices, dtype=np.int64)
@@ -192,11 +216,46 @@ def load_class_names(path: str) -> list[str]:
     return list(names)
 
 
+def check_class_names(path: str | Path, class_names: Sequence[str]) -> None:
+    """Raise unless ``class_names`` are the datalist's ``class_names``, the same names in the same order.
+
+    A datalist's label vectors follow the order of its ``class_names``, and the bundles read them by position:
+    names overridden in another order (``--class_names``) would put every label under another class, and the
+    calibration and outputs would carry the wrong names. A datalist without ``class_names`` passes.
+
+    Raises:
+        InvalidDatalistError: the two lists differ in order or content (both are shown), or the datalist's
+            ``class_names`` are invalid (see :func:`load_class_names`).
+    """
+    if read_datalist_value(path, "class_names") is None:
+        return
+    stored = load_class_names(str(path))
+    given = list(class_names)
+    if given != stored:
+        raise InvalidDatalistError(
+            f"Datalist {path} 'class_names' {stored} differ from the bundle's class_names {given}. Its labels "
+            "are read by position, so the names must be the same and in the same order: pass "
+            f'--class_names "{stored}", or a datalist written for these classes.'
+        )
+
+
+def _empty_split_message(path: Path, key: str, listed: int, subsets: Sequence[str] | None) -> str:
+    """Why the split ``key`` of the datalist at ``path`` (``listed`` items before the ``subsets`` filter) is empty."""
+    if not listed:
+        return f"Datalist {path} '{key}' has no items; a run needs at least one."
+    return (
+        f"Datalist {path} '{key}' has no items of subset {', '.join(map(str, subsets or ()))} (it lists "
+        f"{listed} item(s) of other subsets); a run needs at least one."
+    )
+
+
 def _checked_item(entry: Any, index: int, where: str) -> dict:
     """A copy of datalist entry ``index`` (a bare path becomes ``{"image": path}``) after the item-level checks."""
     item = {"image": entry} if isinstance(entry, str) else entry
     if not isinstance(item, dict):
-        raise InvalidItemError(f"{where} item {index} must be an object with an 'image' path, got {entry!r}.")
+        raise InvalidItemError(
+            f"{where} item {index} must be an object with an 'image' path, got {type(entry).__name__}."
+        )
     image = item.get("image")
     if not isinstance(image, str) or not image.strip():
         raise InvalidItemError(f"{where} item {index}: 'image' must be a non-empty path, got {image!r}.")
@@ -212,6 +271,7 @@ def _checked_item(entry: Any, index: int, where: str) -> dict:
         if text is None:
             continue
         if not isinstance(text, str):
-            raise InvalidItemError(f"{named}: '{text_key}' must be a string, got {type(text).__name__} {text!r}.")
+            # the type only: the value may hold report text, which no message may quote
+            raise InvalidItemError(f"{named}: '{text_key}' must be a string, got {type(text).__name__}.")
         require_utf8(text, f"{named}: '{text_key}'")
     return dict(item)

@@ -92,4 +92,7 @@ class InferenceOutputFolder:
         for entry in entries:
             os.replace(entry, self.output_dir / entry.name)
         self.staging_dir.rmdir()
-        logger.info("Wrote %s to %s", ", ".join(entry.name for entry in entries), self.output_dir)
+        if entries:
+            logger.info("Wrote %s to %s", ", ".join(entry.name for entry in entries), self.output_dir)
+        else:
+            logger.warning("The run wrote no outputs to %s", self.output_dir)

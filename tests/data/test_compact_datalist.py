@@ -105,5 +105,5 @@ def test_bad_files_get_the_errors_of_the_whole_parse(tmp_path):
     with pytest.raises(InvalidDatalistError, match="must hold a JSON object"):
         load_datalist(str(path), "training")
     path.write_text('{"training": [{"image": "x.png"}, 7]}')
-    with pytest.raises(InvalidItemError, match="item 1 must be an object with an 'image' path, got 7"):
+    with pytest.raises(InvalidItemError, match="item 1 must be an object with an 'image' path, got int"):
         load_datalist(str(path), "training", compact=True)

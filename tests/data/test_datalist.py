@@ -156,3 +156,56 @@ def test_subgroup_fields_present_on_some_items_only_are_left_out_so_a_batch_coll
     assert [sorted(item) for item in items] == [["image", "label"], ["image", "label"]]
     assert load_datalist(str(path), "training", subgroup_fields=True)[0]["sex"] == "F"
     assert list_data_collate(items)["image"] == [str(folder / "images/a.png"), str(folder / "images/b.png")]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize("key", ["training", "validation", "test"])
+def test_an_empty_split_is_refused_naming_the_datalist_and_the_split(folder, key, compact):
+    path = write(folder, {"class_names": ["a"], "training": [], "validation": [], "test": []})
+    with pytest.raises(InvalidDatalistError) as raised:
+        load_datalist(str(path), key, compact=compact)
+    assert str(raised.value) == f"Datalist {path} '{key}' has no items; a run needs at least one."
+    assert len(load_datalist(str(path), key, compact=compact, allow_empty=True)) == 0
+
+
+def test_a_subset_filter_that_keeps_nothing_names_the_subsets(folder):
+    path = write(folder, {"training": [{"image": "images/a.png", "subset": "D_P"}]})
+    with pytest.raises(InvalidDatalistError) as raised:
+        load_datalist(str(path), "training", subsets=["D_R", "D_N"])
+    assert str(raised.value) == (
+        f"Datalist {path} 'training' has no items of subset D_R, D_N (it lists 1 item(s) of other subsets); "
+        "a run needs at least one."
+    )
+    assert load_datalist(str(path), "training", subsets=["D_R", "D_N"], allow_empty=True) == []
+    assert len(load_datalist(str(path), "training", subsets=["D_P"])) == 1
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["Effusion", "Cardiomegaly"],
+        ["Cardiomegaly"],
+        ["Cardiomegaly", "Effusion", "Edema"],
+        ["cardiomegaly", "Effusion"],
+    ],
+    ids=["reordered", "fewer", "more", "other_spelling"],
+)
+def test_class_names_that_differ_from_the_datalists_are_refused_showing_both(folder, given):
+    path = write(folder, {"class_names": ["Cardiomegaly", "Effusion"], "training": [{"image": "images/a.png"}]})
+    with pytest.raises(InvalidDatalistError) as raised:
+        load_datalist(str(path), "training", class_names=given)
+    assert f"Datalist {path} 'class_names' ['Cardiomegaly', 'Effusion'] differ from the bundle's class_names " in str(
+        raised.value
+    )
+    assert str(given) in str(raised.value)
+    assert "--class_names \"['Cardiomegaly', 'Effusion']\"" in str(raised.value)
+
+
+def test_the_datalists_own_class_names_pass_and_a_datalist_without_them_takes_any(folder):
+    named = write(folder, {"class_names": ["Cardiomegaly", "Effusion"], "training": [{"image": "images/a.png"}]})
+    assert len(load_datalist(str(named), "training", class_names=("Cardiomegaly", "Effusion"))) == 1
+    unnamed = write(folder, {"training": [{"image": "images/a.png"}]}, name="unnamed.json")
+    assert len(load_datalist(str(unnamed), "training", class_names=["Effusion"])) == 1
+    broken = write(folder, {"class_names": ["Effusion", "Effusion"], "training": []}, name="broken.json")
+    with pytest.raises(InvalidDatalistError, match="distinct non-empty strings"):
+        load_datalist(str(broken), "training", class_names=["Effusion", "Effusion"])

@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the input boundary: image loader, report processing, datalist reader.
+"""Property-based fuzzing of the input boundary (image loader, report processing, datalist reader, empty splits,
+class-name order) and of the letterbox geometry.
 
 Every generated case must end in a valid output or in one of the package's documented
 :class:`~cxrkd_monai.errors.InputError` types. The cases are counted per target; the count is printed in the
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 MIN_TOTAL_CASES = 500
-TARGETS = ("dicom", "png_jpeg", "nifti", "reports", "datalist")
+TARGETS = ("dicom", "png_jpeg", "nifti", "reports", "datalist", "splits", "class_names", "geometry")
 
 settings.register_profile(
     "fuzz",

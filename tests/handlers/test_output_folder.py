@@ -105,3 +105,12 @@ def test_a_lock_from_another_host_is_respected(tmp_path):
     (tmp_path / ".lock").write_text("1 some-other-host\n")
     with pytest.raises(FolderInUseError, match="pid 1 on some-other-host"):
         FolderLock(tmp_path).acquire()
+
+
+def test_a_run_that_writes_nothing_says_so_and_logs_no_empty_list(tmp_path, caplog):
+    folder = InferenceOutputFolder(tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="cxrkd_monai.handlers.output_folder"):
+        folder.run(SimpleNamespace(run=lambda: None))
+    assert [record.getMessage() for record in caplog.records] == [f"The run wrote no outputs to {tmp_path / 'out'}"]
+    assert caplog.records[0].levelno == logging.WARNING
+    assert _tree(tmp_path / "out") == []
