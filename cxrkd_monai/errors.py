@@ -3,6 +3,8 @@
 Every problem with input data (a datalist file, one of its items, an image file) is raised as a subclass of
 :class:`InputError`, itself a ``ValueError``, and its message names the file and, for an item, the item and
 the key. Catch :class:`InputError` to handle all of them; anything else escaping the package is a bug.
+Messages never quote report text or DICOM identifiers (patient data): an item is named by its datalist index
+and image file, a value inside a text by its position.
 
 - :class:`InvalidDatalistError`: the datalist file itself cannot be read (not UTF-8: the byte offset is
   named; not JSON: the line and column are named; a missing or malformed list).
@@ -37,13 +39,14 @@ def require_utf8(text: str, where: str, error_type: type[InputError] = InvalidIt
     """``text`` unchanged if it can be encoded as UTF-8, else ``error_type`` naming ``where``.
 
     Python strings can hold lone surrogates (``"\\ud800"``, e.g. from a JSON escape), which no UTF-8 file,
-    tokenizer or hash accepts. The error gives the first offending character and its position.
+    tokenizer or hash accepts. The error gives the first offending code point and its position, never the text
+    around it: the text may be a report, which is patient data and must not reach a log.
     """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise error_type(
-            f"{where}: text cannot be encoded as UTF-8: character {text[error.start]!r} (a lone surrogate) at "
-            f"position {error.start} of {len(text)}, near {text[max(0, error.start - 20) : error.start]!r}."
+            f"{where}: text cannot be encoded as UTF-8: a lone surrogate U+{ord(text[error.start]):04X} at "
+            f"position {error.start} of {len(text)} characters."
         ) from None
     return text

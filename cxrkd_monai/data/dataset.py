@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from monai.data import CacheDataset
 
+from cxrkd_monai.data.compact_datalist import CompactDatalist
 from cxrkd_monai.errors import InputError
 
-__all__ = ["ItemNamingCacheDataset"]
+__all__ = ["ItemNamingCacheDataset", "datalist_index"]
+
+
+def datalist_index(data: Sequence, position: int) -> int:
+    """The index in its datalist split of the item ``data[position]``, the number messages give an item.
+
+    A :class:`~cxrkd_monai.data.CompactDatalist` keeps each item's index, also when it holds a subset of the split
+    (``load_datalist(..., subsets=["D_R"])``: the item at position 0 may be the split's item 7); any other sequence
+    is taken to be the whole split.
+    """
+    return int(data.indices[position]) if isinstance(data, CompactDatalist) else position
+
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +36,16 @@ class ItemNamingCacheDataset(CacheDataset):
     :class:`~cxrkd_monai.errors.UnreadableImageError` naming a truncated file, ends up about 140 lines above
     the last line of the traceback. Here, when item ``i`` fails while it is cached or transformed:
 
-    - an ``ERROR`` log record ``"Datalist item i of N (image '<path>'): <cause>"`` is written at once, so with
+    - an ``ERROR`` log record ``"Datalist item i (image '<path>'): <cause>"`` is written at once, ``i`` the item's
+      index in its datalist split (:func:`datalist_index`, also for a subset of the split), so with
       ``python -m monai.bundle run`` it is the first line of the failure output, above any traceback;
     - when the cause is one of the package's :class:`~cxrkd_monai.errors.InputError` types, an error of the same
-      type with that message (and a ``datalist_index`` attribute) is raised in place of MONAI's wrappers, with
+      type with that message (and a ``datalist_index`` attribute, ``i``) is raised in place of MONAI's wrappers, with
       the original traceback from the transform that raised it, so the cause is also the first exception of
       the traceback, a few lines long; any other exception (a bug) propagates unchanged after the log record.
 
     Args and behaviour otherwise as :class:`~monai.data.CacheDataset`; items are datalist dicts (``image``: the
-    path before loading) of length ``N``.
+    path before loading).
     """
 
     def _load_cache_item(self, idx: int) -> Any:
@@ -54,13 +67,14 @@ class ItemNamingCacheDataset(CacheDataset):
             if cause is None:
                 raise
             named = type(cause)(message)
-            named.datalist_index = index
+            named.datalist_index = datalist_index(self.data, index)
             raise named.with_traceback(cause.__traceback__) from None
 
     def _describe(self, index: int) -> str:
         item = self.data[index]
         image = item.get("image") if isinstance(item, Mapping) else None
-        return f"Datalist item {index} of {len(self.data)}" + (f" (image '{image}')" if isinstance(image, str) else "")
+        named = f" (image '{image}')" if isinstance(image, str) else ""
+        return f"Datalist item {datalist_index(self.data, index)}{named}"
 
 
 def _innermost(error: BaseException) -> BaseException:

@@ -79,7 +79,7 @@ def _report_text(text: object) -> str:
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return ""
     if not isinstance(text, str):
-        raise InvalidItemError(f"Report text must be a string, got {type(text).__name__} {text!r}.")
+        raise InvalidItemError(f"Report text must be a string, got {type(text).__name__}.")
     return _LONE_SURROGATE.sub("\ufffd", text)
 
 

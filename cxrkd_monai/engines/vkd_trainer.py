@@ -16,9 +16,13 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
+from cxrkd_monai.handlers.finite_loss import FiniteLossGuard
 from cxrkd_monai.networks.vkd import VKDNet, VKDOutput
 
-__all__ = ["VKDTrainer", "VKDTrainingStep"]
+__all__ = ["VKD_LOSS_TERMS", "VKDTrainer", "VKDTrainingStep"]
+
+VKD_LOSS_TERMS = ("bce_posterior", "kl", "bce_prior")
+"""The terms of :class:`~cxrkd_monai.losses.VKDLoss` besides ``loss``, in the order the finite-loss guard checks."""
 
 
 class VKDTrainingStep(nn.Module):
@@ -61,6 +65,11 @@ class VKDTrainer(SupervisedTrainer):
     MONAI's ``SupervisedTrainer`` the output (and the batch) are decollated after each iteration by default,
     into one dict per image with the loss and its terms repeated in each, so
     ``monai.handlers.from_engine(["loss"], first=True)`` picks the loss.
+
+    Training stops at the first non-finite loss term, before the backward pass: the trainer attaches a
+    :class:`~cxrkd_monai.handlers.FiniteLossGuard` over :data:`VKD_LOSS_TERMS` and the loss, whose
+    ``FloatingPointError`` names the term, the epoch, the iteration and the batch's image files (from
+    ``image_filename``, e.g. copied from ``image`` by ``CopyItemsd`` before loading, or the image's meta data).
 
     Args:
         device: device to train on.
@@ -148,6 +157,7 @@ class VKDTrainer(SupervisedTrainer):
         self.report_key = report_key
         self.mask_key = mask_key
         self.num_train_samples = num_train_samples
+        FiniteLossGuard(term_keys=VKD_LOSS_TERMS).attach(self)
 
     def _text_features(self, batchdata: dict) -> torch.Tensor | None:
         if self.text_encoder is None:
@@ -184,6 +194,7 @@ class VKDTrainer(SupervisedTrainer):
             outputs = engine.training_step(inputs, text_features, engine.num_train_samples)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = engine.loss_function(outputs, targets.float(), mask)
+            engine.state.output.update(terms)  # for the FiniteLossGuard at LOSS_COMPLETED
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss = terms["loss"]
         backward_and_step(engine, loss)

@@ -72,7 +72,7 @@ class OnnxRuntimeBackend:
     Exporting only a submodule keeps the rest in PyTorch: for :class:`~cxrkd_monai.networks.VKDNet`,
     ``submodule="image_encoder"`` moves the DenseNet ``h_x = image_encoder(image)`` to ONNX Runtime while the
     prior sampling and the classifier of :class:`~cxrkd_monai.inferers.MonteCarloPriorInferer` stay in torch
-    (same random draws for the same seed). The whole network (``submodule=""``) suits a single-tensor
+    (the same per-image seeded draws). The whole network (``submodule=""``) suits a single-tensor
     forward such as :class:`~cxrkd_monai.networks.FractureFPN`.
 
     Args:

@@ -199,3 +199,36 @@ def test_a_batch_without_reports_is_named():
     )
     with pytest.raises(KeyError, match="VKD training batch has no 'report' key"):
         trainer.run()
+
+
+def test_a_non_finite_loss_term_stops_training_naming_term_epoch_iteration_and_images():
+    """As the fracture trainers' FiniteLossGuard: a NaN report feature in the second batch makes the posterior
+    NaN; training stops before that step's backward pass, naming the first failing term and the batch's files."""
+    items = prepared_items()
+    for index, item in enumerate(items):
+        item["image_filename"] = f"images/item{index}.png"
+    items[5]["report"] = "NaN features"
+
+    def features(reports):
+        encoded = text_features(reports)
+        encoded[[report == "NaN features" for report in reports]] = float("nan")
+        return encoded
+
+    network = tiny_vkd()
+    trainer = VKDTrainer(
+        device=torch.device("cpu"),
+        max_epochs=2,
+        train_data_loader=loader(items),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=LEARNING_RATE),
+        loss_function=VKDLoss(),
+        text_encoder=features,
+    )
+    with pytest.raises(FloatingPointError) as error:
+        trainer.run()
+    message = str(error.value)
+    assert message.startswith("Training loss term 'bce_posterior' is not finite (nan) at epoch 1, iteration 2 of 2")
+    assert "images/item4.png, images/item5.png, images/item6.png, images/item7.png" in message
+    assert "images/item0.png" not in message and "NaN features" not in message
+    assert trainer.state.iteration == 2
+    assert all(torch.isfinite(parameter).all() for parameter in network.parameters()), "stopped before backward"

@@ -71,7 +71,8 @@ def test_infinite_loss_without_file_names_says_so():
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["teacher", "student"])
 def test_bundle_training_stops_at_nan_loss_naming_the_images(phantom, tmp_path, stage):
-    """A NaN positive-pixel weight makes the first loss NaN; the bundle's own trainer must stop right there."""
+    """A hard-target loss with a NaN positive weight on every pixel makes the first loss NaN; the bundle's own
+    trainer must stop right there."""
     root = tmp_path / "bundle"
     configs = [FRACTURE_CONFIGS / "train_teacher.json"]
     if stage == "student":
@@ -88,7 +89,11 @@ def test_bundle_training_stops_at_nan_loss_naming_the_images(phantom, tmp_path, 
         epochs=1,
         batch_size=4,
         num_workers=0,
-        pos_weight=float("nan"),
+        hard_target_loss={
+            "_target_": "torch.nn.BCEWithLogitsLoss",
+            "pos_weight": "$torch.full((2, 1, 1), float('nan'))",
+            "reduction": "none",
+        },
         pretrained=False,
         **FAST_NETWORK,
     )

@@ -14,13 +14,15 @@ CLASS_NAMES = ["Cardiomegaly", "Pneumothorax"]
 
 
 class FixedSamples(torch.nn.Module):
-    """``sample_probabilities`` returns the given draws ``(L, B, C)``."""
+    """``sample_probabilities`` returns the given draws ``(L, B, C)``, whatever the noise."""
+
+    latent_dim = 2
 
     def __init__(self, samples: torch.Tensor) -> None:
         super().__init__()
         self.samples = samples
 
-    def sample_probabilities(self, image: torch.Tensor, num_samples: int) -> torch.Tensor:
+    def sample_probabilities(self, image: torch.Tensor, num_samples: int, noise: torch.Tensor | None) -> torch.Tensor:
         return self.samples
 
 
