@@ -19,10 +19,12 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from cxrkd_monai.engines.mixed_precision import autocast_for, backward_and_step
-from cxrkd_monai.engines.prepare_batch import PrepareFractureBatch
+from cxrkd_monai.engines.prepare_batch import PrepareFractureBatch, hard_target_maps
 from cxrkd_monai.losses.aals import LabelSharpening
+from cxrkd_monai.losses.masked_map import masked_map_mean
+from cxrkd_monai.transforms.image_score import image_scores
 
-__all__ = ["SHARPENING_MODES", "TeacherStudentTrainer", "load_stage1_weights", "masked_map_mean"]
+__all__ = ["SHARPENING_MODES", "TeacherStudentTrainer", "load_stage1_weights"]
 
 SHARPENING_MODES = ("aals", "symmetric", "none", "mil")
 """``sharpening`` values: the AALS operator, its symmetric baseline, plain teacher maps, image-level MIL."""
@@ -63,15 +65,18 @@ class TeacherStudentTrainer(SupervisedTrainer):
 
     The loss is ``mean_hard(loss_function(pred, hard_target)) + pseudo_label_weight * L_P``, each term a
     mean over the pixels of its own maps (so the balance does not drift with the number of D_P maps in a
-    batch; a term without maps in the batch is zero). ``loss_function`` may weight positive pixels (the hard
-    targets are 0/1 blobs). ``L_P`` depends on ``sharpening``:
+    batch; a term without maps in the batch is zero). The choice of targets is
+    :func:`~cxrkd_monai.engines.hard_target_maps`, shared with stage 1. ``loss_function`` may weight the blobs'
+    support (the hard targets are blobs in ``[0, 1]``, see
+    :class:`~cxrkd_monai.losses.SupportWeightedBCEWithLogitsLoss`). ``L_P`` depends on ``sharpening``:
 
     - ``"aals"``: ``mean_soft(soft_target_loss(pred, max(S(y'), y')))`` with ``y' = sigmoid(teacher(x))``
       and ``S`` the adaptive asymmetric sharpening of :class:`~cxrkd_monai.losses.LabelSharpening`;
     - ``"symmetric"``: the same with ``S(y')`` (no max, so values below ``threshold`` are lowered);
     - ``"none"``: plain distillation against ``y'``;
-    - ``"mil"``: image-level multiple-instance learning, the BCE between the soft map's maximum and the
-      record label 1 (the teacher is not consulted).
+    - ``"mil"``: image-level multiple-instance learning, the BCE between the soft map's maximum over the image
+      area (:func:`~cxrkd_monai.transforms.image_scores`; the whole map when the batch has no ``geometry_key``,
+      i.e. was not letterboxed) and the record label 1 (the teacher is not consulted).
 
     ``soft_target_loss`` must be minimised by its target, so that ``"none"`` reproduces the teacher and the
     other modes differ from it only by their sharpening: plain BCE, never a ``pos_weight``-ed one (whose
@@ -93,8 +98,8 @@ class TeacherStudentTrainer(SupervisedTrainer):
             ``image_label`` ``(B, K)`` and ``annotated`` ``(B, K)``.
         network: the student, returning logits ``(B, K, *S')``; may be wrapped in DDP.
         optimizer: optimiser of the student's parameters.
-        loss_function: per-pixel loss on logits and the hard 0/1 targets, returning ``(B, K, *S')``, e.g.
-            ``torch.nn.BCEWithLogitsLoss(pos_weight=..., reduction="none")``.
+        loss_function: per-pixel loss on logits and the hard targets, returning ``(B, K, *S')``, e.g.
+            ``cxrkd_monai.losses.SupportWeightedBCEWithLogitsLoss(pos_weight=..., reduction="none")``.
         stage1_checkpoint: path of the stage-1 checkpoint that initialises student and teacher.
         sharpening: one of :data:`SHARPENING_MODES`.
         teacher_decay: EMA decay ``d`` of the teacher, in ``(0, 1)``.
@@ -105,6 +110,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
             plain ``torch.nn.BCEWithLogitsLoss(reduction="none")`` by default.
         image_label_key: batch key of the record labels.
         annotated_key: batch key of the mask of annotated types.
+        geometry_key: batch key of the letterbox geometry ``(B, 4, D)``, which ``"mil"`` reads.
         prepare_batch: returns ``(image, target)``; defaults to :class:`PrepareFractureBatch`.
         other arguments: as :class:`monai.engines.SupervisedTrainer`.
 
@@ -117,7 +123,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
 
         trainer = TeacherStudentTrainer(
             device="cpu", max_epochs=10, train_data_loader=loader, network=student, optimizer=optimizer,
-            loss_function=torch.nn.BCEWithLogitsLoss(pos_weight=torch.full((2, 1, 1), 10.0), reduction="none"),
+            loss_function=SupportWeightedBCEWithLogitsLoss(pos_weight=torch.full((2, 1, 1), 10.0), reduction="none"),
             stage1_checkpoint="models/teacher.pt", sharpening="aals", teacher_decay=0.99,
         )
     """
@@ -139,6 +145,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
         soft_target_loss: Callable | None = None,
         image_label_key: str = "image_label",
         annotated_key: str = "annotated",
+        geometry_key: str = "geometry",
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable | None = None,
@@ -198,6 +205,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
         self.soft_target_loss = soft_target_loss
         self.image_label_key = image_label_key
         self.annotated_key = annotated_key
+        self.geometry_key = geometry_key
         self.label_sharpening = (
             None
             if sharpening == "mil"
@@ -221,34 +229,39 @@ class TeacherStudentTrainer(SupervisedTrainer):
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         record = torch.as_tensor(batchdata[self.image_label_key]).to(inputs.device).float()
         annotated = torch.as_tensor(batchdata[self.annotated_key]).to(inputs.device).bool()
-        if record.shape != targets.shape[:2] or annotated.shape != targets.shape[:2]:
+        try:
+            hard_target, known = hard_target_maps(targets, record, annotated)
+        except ValueError as error:
             raise ValueError(
-                f"TeacherStudentTrainer: '{self.image_label_key}' {tuple(record.shape)} and '{self.annotated_key}' "
-                f"{tuple(annotated.shape)} must be (B, K) = {tuple(targets.shape[:2])}, one entry per target map."
-            )
+                f"TeacherStudentTrainer: '{self.image_label_key}' and '{self.annotated_key}': {error}"
+            ) from error
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast_for(engine):
-            self._compute_pred_loss(engine, inputs, targets, record, annotated)
+            self._compute_pred_loss(engine, inputs, hard_target, ~known, batchdata.get(self.geometry_key))
         backward_and_step(engine, engine.state.output[Keys.LOSS])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 
     def _compute_pred_loss(
-        self, engine: Engine, inputs: torch.Tensor, targets: torch.Tensor, record: torch.Tensor, annotated: torch.Tensor
+        self,
+        engine: Engine,
+        inputs: torch.Tensor,
+        hard_target: torch.Tensor,
+        soft: torch.Tensor,
+        geometry: torch.Tensor | None,
     ) -> None:
         pred = engine.inferer(inputs, engine.network)
         engine.state.output[Keys.PRED] = pred
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        positive = record > 0.5
-        soft = positive & ~annotated
-        spatial = (1,) * (targets.ndim - 2)
-        hard_target = targets * positive.view(*positive.shape, *spatial).to(targets.dtype)
         hard_loss = masked_map_mean(engine.loss_function(pred, hard_target), ~soft, "loss_function")
         items = soft.any(dim=1)
-        pseudo_loss, dp_teacher, dp_target = self._pseudo_label_loss(engine, inputs[items], pred[items], soft[items])
+        item_geometry = None if geometry is None else torch.as_tensor(geometry)[items.cpu()]
+        pseudo_loss, dp_teacher, dp_target = self._pseudo_label_loss(
+            engine, inputs[items], pred[items], soft[items], item_geometry
+        )
         engine.state.output[Keys.LOSS] = hard_loss + self.pseudo_label_weight * pseudo_loss
         engine.state.output["dp_mask"] = soft
         engine.state.output["dp_teacher"] = _scatter_items(dp_teacher, items)
@@ -256,13 +269,21 @@ class TeacherStudentTrainer(SupervisedTrainer):
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
     def _pseudo_label_loss(
-        self, engine: Engine, inputs: torch.Tensor, pred: torch.Tensor, soft: torch.Tensor
+        self,
+        engine: Engine,
+        inputs: torch.Tensor,
+        pred: torch.Tensor,
+        soft: torch.Tensor,
+        geometry: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The D_P term over the ``soft`` maps ``(N, K)``, the teacher's maps and the maps it pushes towards."""
         if self.sharpening == "mil":
             student_prob = torch.sigmoid(pred.detach().float())
             # max of the logits is the logit of the max probability, and keeps BCE numerically stable
-            image_logits = pred.flatten(2).amax(dim=-1).float()
+            if geometry is None or len(pred) == 0:
+                image_logits = pred.flatten(2).amax(dim=-1).float()
+            else:
+                image_logits = image_scores(pred, geometry).float()
             per_map = F.binary_cross_entropy_with_logits(image_logits, torch.ones_like(image_logits), reduction="none")
             return masked_map_mean(per_map, soft, "MIL loss"), student_prob, student_prob
         if len(pred) == 0:
@@ -280,31 +301,3 @@ def _scatter_items(values: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     full = values.new_zeros((len(items), *values.shape[1:]))
     full[items] = values
     return full
-
-
-def masked_map_mean(values: torch.Tensor, mask: torch.Tensor, source: str = "loss") -> torch.Tensor:
-    """Mean of per-element ``values`` over the maps that ``mask`` selects; 0 (with gradient) when none is.
-
-    Args:
-        values: ``(B, K, *S)`` per-pixel losses, or ``(B, K)`` per-map losses.
-        mask: bool ``(B, K)``, True for the (item, type) maps that count.
-        source: what produced ``values``, named in the error.
-
-    Raises:
-        ValueError: ``values`` is not ``(B, K, ...)`` (e.g. a loss built with a reduction other than ``"none"``).
-
-    Example::
-
-        >>> masked_map_mean(torch.tensor([[1.0, 3.0]]), torch.tensor([[True, False]]))
-        tensor(1.)
-    """
-    if values.ndim < 2 or values.shape[:2] != mask.shape:
-        raise ValueError(
-            f"{source} must return one value per pixel, shape (B, K, *S) with (B, K) = {tuple(mask.shape)}, "
-            f"got {tuple(values.shape)}; build it with reduction='none'."
-        )
-    selected = mask.view(*mask.shape, *((1,) * (values.ndim - 2))).expand_as(values)
-    count = selected.sum()
-    # where(), not multiplication: a non-finite value in an unselected map must not leak into the mean
-    total = torch.where(selected, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
-    return total / count.clamp(min=1)

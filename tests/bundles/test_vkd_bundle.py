@@ -93,7 +93,7 @@ def test_evaluate_writes_per_class_auroc_and_predictions(trained_vkd, phantom):
     assert len(predictions) == len(test_items)
 
 
-def _infer(run_dir: Path, phantom: Path, overrides: dict, name: str, dataset_dir: Path | None = None) -> list:
+def _infer(run_dir: Path, phantom: Path, overrides: dict, name: str, dataset_dir: Path | None = None, **extra) -> list:
     inference = {
         k: overrides[k] for k in ("bundle_root", "class_names", "image_size", "latent_dim", "inference_mc_samples")
     }
@@ -105,6 +105,7 @@ def _infer(run_dir: Path, phantom: Path, overrides: dict, name: str, dataset_dir
         num_workers=0,
         ckpt_path=str(run_dir / "models" / "model.pt"),
         output_dir=str(run_dir / name),
+        **extra,
     )
     run_to_completion(workflow)
     return json.loads((run_dir / name / "predictions.json").read_text())
@@ -119,6 +120,20 @@ def test_inference_writes_probabilities_and_uncertainty(trained_vkd, phantom):
         assert 0.0 <= first[f"prob_{name}"] <= 1.0
         assert first[f"std_{name}"] >= 0.0
     assert any(record[f"std_{overrides['class_names'][0]}"] > 0 for record in records)
+
+
+def test_inference_gives_each_image_the_same_answer_in_any_batch(trained_vkd, phantom):
+    """Monte Carlo draws seeded per image: one image per batch, or all in one, give the same records."""
+    run_dir, overrides, _ = trained_vkd
+    num_images = len(json.loads((phantom / "datalist_vkd.json").read_text())["test"])
+    together = _infer(run_dir, phantom, overrides, "batched", batch_size=num_images)
+    alone = _infer(run_dir, phantom, overrides, "one_by_one", batch_size=1)
+    assert [record["image"] for record in alone] == [record["image"] for record in together]
+    assert any(value > 0 for record in alone for key, value in record.items() if key.startswith("std_"))
+    for single, batched in zip(alone, together):
+        scores = [key for key in single if key.startswith(("prob_", "std_"))]
+        assert len(scores) == 2 * len(overrides["class_names"])
+        assert [single[key] for key in scores] == pytest.approx([batched[key] for key in scores], rel=0, abs=1e-6)
 
 
 def test_inference_never_touches_text(trained_vkd, phantom, tmp_path, monkeypatch):

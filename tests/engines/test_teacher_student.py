@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from cxrkd_monai.engines.teacher_student import TeacherStudentTrainer, load_stage1_weights, masked_map_mean
+from cxrkd_monai.engines.teacher_student import TeacherStudentTrainer, load_stage1_weights
 from cxrkd_monai.handlers.finite_loss import FiniteLossGuard
+from cxrkd_monai.losses import masked_map_mean
 from cxrkd_monai.metrics.pseudo_positive_rate import PseudoPositiveRate
+from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
 A0, THRESHOLD, WEIGHT, POS_WEIGHT = 4.0, 0.4, 0.5, 10.0
 
@@ -246,6 +248,23 @@ def test_mil_mode_uses_soft_map_maximum_against_positive_record(tmp_path):
     output = _collated(trainer.state.output)
     torch.testing.assert_close(output["loss"], hard + WEIGHT * mil, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(output["dp_target"][[0, 1]], torch.sigmoid(logits[[0, 1]]))
+
+
+def test_mil_mode_takes_the_maximum_over_the_image_area_only(tmp_path):
+    """A 6 x 3 image letterboxed into the 6 x 6 grid fills rows 1 to 3 (map stride 1); the rest is padding."""
+    batch = _batch([0, 1, 2, 3])
+    batch["geometry"] = LetterboxGeometry.fit((6, 3), (6, 6)).to_tensor()[None].expand(4, -1, -1)
+    trainer = _trainer(tmp_path, _network(), batch, sharpening="mil")
+    with torch.no_grad():
+        logits = _network()(batch["image"])
+    hard_maps = [(0, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    hard = torch.stack([_hand_bce(logits[i, k], batch["target"][i, k], POS_WEIGHT) for i, k in hard_maps]).mean()
+    image_prob = torch.sigmoid(torch.stack([logits[0, 1, :, 1:4].max(), logits[1, 0, :, 1:4].max()]))
+    assert image_prob.max() < torch.sigmoid(torch.stack([logits[0, 1].max(), logits[1, 0].max()])).max()
+
+    trainer.run()
+    output = _collated(trainer.state.output)
+    torch.testing.assert_close(output["loss"], hard + WEIGHT * -image_prob.log().mean(), atol=1e-5, rtol=1e-5)
 
 
 def test_batch_without_soft_maps_has_hard_loss_only(tmp_path):

@@ -40,15 +40,36 @@ BCE_POSTERIOR = (LN2 + math.log(4.0)) / 2
 BCE_PRIOR = (math.log(4.0 / 3.0) + LN2) / 2
 
 
-def test_kl_matches_torch_distributions():
+@pytest.mark.parametrize(("reduction", "divisor"), [("sum", 1.0), ("mean", 5.0)])
+def test_kl_matches_torch_distributions(reduction, divisor):
+    """``sum`` is the divergence of the 5-dimensional Gaussians, ``mean`` that divergence over D = 5."""
     torch.manual_seed(0)
     mu_q, logvar_q, mu_p, logvar_p = (torch.randn(3, 5, dtype=torch.float64) for _ in range(4))
-    ours = kl_diagonal_gaussians(mu_q, logvar_q, mu_p, logvar_p)
-    reference = kl_divergence(diagonal_normal(mu_q, logvar_q), diagonal_normal(mu_p, logvar_p))
-    reverse = kl_divergence(diagonal_normal(mu_p, logvar_p), diagonal_normal(mu_q, logvar_q))
+    ours = kl_diagonal_gaussians(mu_q, logvar_q, mu_p, logvar_p, reduction=reduction)
+    reference = kl_divergence(diagonal_normal(mu_q, logvar_q), diagonal_normal(mu_p, logvar_p)) / divisor
+    reverse = kl_divergence(diagonal_normal(mu_p, logvar_p), diagonal_normal(mu_q, logvar_q)) / divisor
     assert ours.shape == (3,)
     torch.testing.assert_close(ours, reference)
     assert not torch.allclose(ours, reverse, rtol=1e-2)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_loss_weights_the_kl_reduced_as_configured(reduction):
+    """``kl`` is the divergence and ``kl_per_dim`` that over D in both settings; the loss takes the configured one."""
+    torch.manual_seed(1)
+    mu_q, logvar_q, mu_p, logvar_p = (torch.randn(2, 8, dtype=torch.float64) for _ in range(4))
+    logits = torch.randn(1, 2, 3, dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    terms = VKDLoss(beta=0.25, gamma=0.0, kl_reduction=reduction)(
+        VKDOutput(mu_p, logvar_p, logits, mu_q, logvar_q, logits), target
+    )
+    reference = kl_divergence(diagonal_normal(mu_q, logvar_q), diagonal_normal(mu_p, logvar_p)).mean()
+    torch.testing.assert_close(terms["kl"], reference)
+    torch.testing.assert_close(terms["kl_per_dim"], reference / 8)
+    weighted = reference / 8 if reduction == "mean" else reference
+    torch.testing.assert_close(terms["loss"], terms["bce_posterior"] + 0.25 * weighted)
+    with pytest.raises(ValueError, match="kl_reduction"):
+        VKDLoss(kl_reduction="max")
 
 
 def test_kl_hand_computed_and_direction():
@@ -66,7 +87,7 @@ def test_kl_rejects_mismatched_shapes():
 
 def test_loss_terms_hand_computed():
     terms = VKDLoss(beta=0.5, gamma=2.0)(tiny_output(), TARGET)
-    assert set(terms) == {"loss", "bce_posterior", "kl", "bce_prior"}
+    assert set(terms) == {"loss", "bce_posterior", "kl", "kl_per_dim", "bce_prior"}
     assert terms["bce_posterior"].item() == pytest.approx(BCE_POSTERIOR)
     assert terms["bce_prior"].item() == pytest.approx(BCE_PRIOR)
     assert terms["kl"].item() == pytest.approx(TINY_KL)
@@ -173,13 +194,12 @@ def test_shape_mismatch_names_both_shapes():
         VKDLoss()(tiny_output(), TARGET, mask=torch.ones(2, 2))
 
 
-def test_non_finite_term_is_named():
-    output = tiny_output()._replace(posterior_mu=torch.full((1, 1), float("nan")))
-    with pytest.raises(FloatingPointError, match="'kl'"):
-        VKDLoss()(output, TARGET)
-    output = tiny_output()._replace(prior_logits=torch.tensor([[[float("nan"), 0.0]]]))
-    with pytest.raises(FloatingPointError, match="'bce_prior'"):
-        VKDLoss()(output, TARGET)
+def test_non_finite_terms_are_returned_for_the_trainer_to_name():
+    """VKDTrainer's FiniteLossGuard names the failing term with the epoch, iteration and images."""
+    terms = VKDLoss()(tiny_output()._replace(posterior_mu=torch.full((1, 1), float("nan"))), TARGET)
+    assert torch.isnan(terms["kl"]) and torch.isnan(terms["loss"]) and torch.isfinite(terms["bce_prior"])
+    terms = VKDLoss()(tiny_output()._replace(prior_logits=torch.tensor([[[float("nan"), 0.0]]])), TARGET)
+    assert torch.isnan(terms["bce_prior"]) and torch.isfinite(terms["kl"])
 
 
 def test_invalid_weights_are_named():

@@ -72,15 +72,32 @@ def test_shapes(image):
     assert baseline.prior_logits.shape == (3, 4, NUM_CLASSES)
 
 
-def test_deterministic_forward_uses_prior_mean(image):
-    net = small_net(num_inference_samples=0).eval()
+@pytest.mark.parametrize("classifier_input", ["z", "z_and_image"])
+def test_deterministic_forward_uses_prior_mean(image, classifier_input):
+    net = small_net(num_inference_samples=0, classifier_input=classifier_input).eval()
     first, second = net(image), net(image)
     assert torch.equal(first, second)
     features = net.image_encoder(image)
     mu, _ = net.prior(features)
-    expected = torch.sigmoid(net.classifier(torch.cat([mu, features], dim=1)))
+    classifier_in = mu if classifier_input == "z" else torch.cat([mu, features], dim=1)
+    expected = torch.sigmoid(net.classifier(classifier_in))
     torch.testing.assert_close(first, expected)
     assert ((first > 0) & (first < 1)).all()
+
+
+def test_classifier_on_z_alone_reads_no_image_feature(image):
+    """With ``classifier_input="z"`` both paths predict through z only: equal latents give equal logits."""
+    net = small_net(classifier_input="z").eval()
+    assert net.classifier_input == "z" and net.classifier.hidden_0[0].in_features == LATENT_DIM
+    latent = torch.randn(2, 4, LATENT_DIM)
+    features, other_features = torch.randn(4, 16), torch.randn(4, 16)
+    torch.testing.assert_close(net._classify(latent, features), net._classify(latent, other_features))
+    both = small_net(classifier_input="z_and_image").eval()
+    assert both.classifier.hidden_0[0].in_features == LATENT_DIM + 16
+    assert not torch.allclose(both._classify(latent, features), both._classify(latent, other_features))
+    # the posterior path's logits are the classifier at the posterior mean alone
+    output = net.forward_train(image, torch.randn(4, 6), num_samples=0)
+    torch.testing.assert_close(output.posterior_logits[0], net.classifier(output.posterior_mu))
 
 
 def test_forward_averages_probabilities_over_prior_samples(image):
@@ -138,8 +155,9 @@ def test_network_holds_no_text_model():
     assert list(torch.jit.script(net).forward.schema.arguments)[1].name == "image"
 
 
-def test_trace_and_script_match_eager(image):
-    net = small_net(num_inference_samples=0).eval()
+@pytest.mark.parametrize("classifier_input", ["z", "z_and_image"])
+def test_trace_and_script_match_eager(image, classifier_input):
+    net = small_net(num_inference_samples=0, classifier_input=classifier_input).eval()
     other = torch.rand(6, 1, 32, 32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", torch.jit.TracerWarning)
@@ -159,6 +177,8 @@ def test_invalid_arguments_are_named(image):
         small_net(num_inference_samples=-1)
     with pytest.raises(ValueError, match="latent_dim"):
         small_net(latent_dim=0)
+    with pytest.raises(ValueError, match="classifier_input must be one of"):
+        small_net(classifier_input="image")
     with pytest.raises(ValueError, match=r"image_feature_dim=32.*\[4, 16\]"):
         small_net(image_feature_dim=32)(image)
     with pytest.raises(ValueError, match=r"text_features.*\(4, 6\).*\(4, 5\)"):
