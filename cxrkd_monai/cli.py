@@ -6,8 +6,12 @@ Subcommands import their implementation lazily so that ``cxrkd --help`` stays fa
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Sequence
 
 import fire
+
+HELP_FLAGS = ("-h", "--help")
 
 
 def phantom(output_dir: str, num_patients: int = 200, seed: int = 0, **options):
@@ -74,27 +78,47 @@ def report(
 
 
 def recalibrate(bundle_dir: str, datalist: str, datalist_key: str = "validation", **targets):
-    """Refit a VKD bundle's per-class temperatures and operating points on a site's own labelled images (its
-    ``inference.json``, no retraining) into ``models/calibration.json`` and the metadata; ``--sensitivity_target``,
-    ``--ppv_target`` override the bundle's targets."""
+    """Refit a bundle's per-class temperatures and operating points (a fracture bundle's lesion-level points too) on
+    a site's own labelled images (the bundle's own configs, no retraining) into ``models/calibration.json`` and the
+    metadata; ``--sensitivity_target``, ``--ppv_target`` override the bundle's targets."""
     from cxrkd_monai.bundle.recalibrate import recalibrate_bundle
 
     calibration = recalibrate_bundle(bundle_dir, datalist, datalist_key=datalist_key, **targets)
     return {"temperature": dict(zip(calibration.class_names, calibration.temperature)), **calibration.fitted_on}
 
 
-def main() -> None:
-    fire.Fire(
-        {
-            "phantom": phantom,
-            "prepare": prepare,
-            "pack": pack,
-            "cache": cache,
-            "demo": demo,
-            "report": report,
-            "recalibrate": recalibrate,
-        }
-    )
+COMMANDS = {
+    "phantom": phantom,
+    "prepare": prepare,
+    "pack": pack,
+    "cache": cache,
+    "demo": demo,
+    "report": report,
+    "recalibrate": recalibrate,
+}
+
+
+def help_command(argv: Sequence[str]) -> list[str] | None:
+    """Fire's command for the help that ``argv`` asks for, or ``None`` when it asks for none.
+
+    Fire reads ``cxrkd report --help`` as a call with a missing argument (help shown, exit status 2), and a
+    subcommand taking ``**options`` (``cxrkd demo --help``) receives ``help=True`` and runs. Fire's own help
+    request is ``cxrkd report -- --help``; the subcommand's other arguments are dropped, so nothing runs.
+
+    Example::
+
+        help_command(["report", "runs/eval", "--help"])  # ['report', '--', '--help']
+    """
+    arguments = list(argv)[: list(argv).index("--")] if "--" in argv else list(argv)
+    if not any(flag in arguments for flag in HELP_FLAGS):
+        return None
+    subcommand = arguments[:1] if arguments and arguments[0] in COMMANDS else []
+    return [*subcommand, "--", "--help"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    fire.Fire(COMMANDS, command=help_command(argv) or argv, name="cxrkd")
 
 
 if __name__ == "__main__":

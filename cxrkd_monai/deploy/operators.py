@@ -37,6 +37,7 @@ from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesTo
 from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
 from monai.deploy.operators.dicom_utils import ModelInfo
 
+from cxrkd_monai.deploy.findings import fracture_findings
 from cxrkd_monai.handlers.failed_items import FailedItemsWriter
 from cxrkd_monai.handlers.prediction_writer import PredictionWriter
 
@@ -224,8 +225,8 @@ class BundleInferenceOperator(Operator):
         instance = series.get_sop_instances()[0].get_native_sop_instance()
         if (int(instance.Columns), int(instance.Rows)) != (width, height):
             raise ValueError(
-                f"Series {series.SeriesInstanceUID}: volume of W x H = {width} x {height} does not match its "
-                f"instance's Columns x Rows = {instance.Columns} x {instance.Rows}."
+                f"Selected series: volume of W x H = {width} x {height} does not match its instance's "
+                f"Columns x Rows = {instance.Columns} x {instance.Rows}."
             )
         with tempfile.TemporaryDirectory() as work_dir:
             record = self.infer(instance_file(instance, Path(work_dir)))
@@ -354,15 +355,21 @@ class VKDClassificationOperator(BundleInferenceOperator):
 
 
 class FractureDetectionOperator(BundleInferenceOperator):
-    """:class:`BundleInferenceOperator` for ``cxr_aals_fracture_detection``: type probabilities and points.
+    """:class:`BundleInferenceOperator` for ``cxr_aals_fracture_detection``: type calls and points.
 
-    Findings text (``<type>_probability`` and ``detections`` of the record; points in original-image pixels,
-    x = column, y = row, continuous coordinates)::
+    With a calibrated bundle (``models/calibration.json``), the findings are the bundle's own calls at its
+    image-level operating point and the points it calls at its lesion-level one (false positives per image), and the
+    text says which points, their thresholds and what they achieved where they were chosen
+    (:func:`~cxrkd_monai.deploy.findings.fracture_findings`, points in original-image pixels, x = column, y = row)::
 
-        Findings (probability >= 0.50): rib_fracture
-        rib_fracture: probability 0.9312
-        clavicle_fracture: probability 0.0210
-        rib_fracture point: x 412.5, y 230.0, score 0.9312
+        Operating point: youden (image-level thresholds on the temperature-scaled map maximum, chosen on validation)
+        Findings: rib_fracture
+        rib_fracture: positive (probability 0.0931, calibrated 0.6120, threshold 0.5310; on validation ...)
+        Points: detections called at 1 false positives per image on validation (a score threshold per type)
+        rib_fracture points: score >= 0.0731 (on validation lesion sensitivity 0.85, 0.94 false positives per image)
+        rib_fracture point: x 412.5, y 230.0, score 0.0931
+
+    Without one, a type is a finding from ``decision_threshold`` on its map maximum and every detection is listed.
 
     Example::
 
@@ -373,15 +380,7 @@ class FractureDetectionOperator(BundleInferenceOperator):
     default_overrides = {"save_maps": False}
 
     def findings(self, record: Mapping[str, Any]) -> str:
-        classes = [key.removesuffix("_probability") for key in record if key.endswith("_probability")]
-        positive = [name for name in classes if record[f"{name}_probability"] >= self.decision_threshold]
-        lines = [f"Findings (probability >= {self.decision_threshold:.2f}): {', '.join(positive) or 'none'}"]
-        lines += [f"{name}: probability {record[f'{name}_probability']:.4f}" for name in classes]
-        lines += [
-            f"{point['class']} point: x {point['x']:.1f}, y {point['y']:.1f}, score {point['score']:.4f}"
-            for point in record["detections"]
-        ]
-        return "\n".join(lines)
+        return fracture_findings(record, self.bundle_metadata.get("calibration"), self.decision_threshold)
 
 
 def single_frame_size(image: Image) -> tuple[int, int]:
@@ -417,11 +416,15 @@ def first_selected_series(study_selected_series: Sequence[StudySelectedSeries]):
 
 
 def instance_file(dataset, work_dir: Path) -> Path:
-    """The DICOM file of a SOP instance: its source file, or a copy written to ``work_dir`` when it has none."""
+    """The DICOM file of a SOP instance: its source file, or a copy written to ``work_dir`` when it has none.
+
+    The copy is named ``instance.dcm``, not after its UID, because the inference's messages name the file and
+    must not carry DICOM identifiers.
+    """
     source = getattr(dataset, "filename", None)
     if isinstance(source, str) and Path(source).is_file():
         return Path(source)
-    path = work_dir / f"{dataset.SOPInstanceUID}.dcm"
+    path = work_dir / "instance.dcm"
     dataset.save_as(path, enforce_file_format=True)
     return path
 

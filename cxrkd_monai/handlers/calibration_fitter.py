@@ -13,9 +13,11 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.utils import evenly_divisible_all_gather
 
-from cxrkd_monai.metrics.operating_points import select_operating_points
+from cxrkd_monai.metrics.froc import FROCMetric
+from cxrkd_monai.metrics.froc_score import FROCScore
+from cxrkd_monai.metrics.operating_points import select_lesion_operating_point, select_operating_points
 from cxrkd_monai.metrics.temperature_scaling import fit_temperature
-from cxrkd_monai.transforms.calibration import Calibration, temperature_scale
+from cxrkd_monai.transforms.calibration import Calibration, fp_rate_key, temperature_scale
 from cxrkd_monai.utils.atomic_files import write_text_atomically
 from cxrkd_monai.utils.distributed import is_rank0
 
@@ -32,22 +34,37 @@ def fit_calibration(
     sensitivity_target: float = 0.9,
     ppv_target: float = 0.5,
     source: str = "validation",
+    froc: FROCMetric | None = None,
+    fp_per_image_targets: Sequence[float] = (),
 ) -> Calibration:
     """Per-class temperatures (:func:`~cxrkd_monai.metrics.fit_temperature`), then every operating point
-    (:func:`~cxrkd_monai.metrics.select_operating_points`) on the calibrated probabilities of the same images.
+    (:func:`~cxrkd_monai.metrics.select_operating_points`) on the calibrated probabilities of the same images; for a
+    detector also the lesion-level operating points (:func:`~cxrkd_monai.metrics.select_lesion_operating_point`)
+    at each false-positive rate of ``fp_per_image_targets``, from its FROC matches on the same images.
 
     Args:
-        probabilities: ``(N, C)`` uncalibrated probabilities.
+        probabilities: ``(N, C)`` uncalibrated image-level probabilities (a detector's: each type's map maximum).
         labels: binary ``(N, C)``.
         mask: ``(N, C)``, 1 where the label is observed, or ``None``.
         class_names: the ``C`` classes.
         sensitivity_target, ppv_target: targets of the ``"sensitivity"`` and ``"ppv"`` operating points.
         source: what the images are (``"validation"``, a datalist path), recorded in ``fitted_on``.
+        froc: the detections of the ``N`` images matched to their lesions (``FROCScore.froc_metric``), or ``None``.
+        fp_per_image_targets: false positives per image of the lesion-level points; needs ``froc``.
     """
+    if bool(fp_per_image_targets) != (froc is not None):
+        raise ValueError("lesion-level operating points need both froc and fp_per_image_targets, or neither.")
     probabilities = torch.as_tensor(probabilities, dtype=torch.float64)
     fit = fit_temperature(probabilities, labels, mask)
     calibrated = temperature_scale(probabilities, torch.from_numpy(fit.temperature))
     points = select_operating_points(calibrated, labels, mask, class_names, sensitivity_target, ppv_target)
+    lesion_points = {}
+    for rate in fp_per_image_targets:
+        chosen = {
+            name: select_lesion_operating_point(*froc.class_scores(name), froc.num_images, float(rate))
+            for name in class_names
+        }
+        lesion_points[fp_rate_key(rate)] = {name: None if p is None else p.as_dict() for name, p in chosen.items()}
     return Calibration(
         class_names=list(class_names),
         temperature=[float(t) for t in fit.temperature],
@@ -63,6 +80,8 @@ def fit_calibration(
             "nll_uncalibrated": {name: float(v) for name, v in zip(class_names, fit.nll_before)},
             "nll_calibrated": {name: float(v) for name, v in zip(class_names, fit.nll_after)},
         },
+        fp_per_image_targets=[float(rate) for rate in fp_per_image_targets],
+        lesion_operating_points=lesion_points,
     )
 
 
@@ -79,14 +98,25 @@ class CalibrationFitter:
         output_file: ``calibration.json`` beside the best model
             (:func:`~cxrkd_monai.transforms.calibration_file_beside`).
         sensitivity_target, ppv_target: targets of the ``"sensitivity"`` and ``"ppv"`` operating points.
-        output_transform: ``engine.state.output`` -> ``(probabilities, labels)``, uncalibrated ``(C,)`` per item.
-        mask_transform: ``engine.state.batch`` -> label masks, ``None`` when every label is observed.
+        output_transform: ``engine.state.output`` -> ``(probabilities, labels)``, uncalibrated ``(C,)`` per item or
+            ``(B, C)`` per batch.
+        mask_transform: ``engine.state.batch`` -> label masks; ``None`` when every label is observed.
+        froc_metric: a detector's :class:`~cxrkd_monai.metrics.FROCScore` on the same evaluator; with it the
+            lesion-level operating points at ``fp_per_image_targets`` are fitted too (it gathers every process's
+            detections itself).
+        fp_per_image_targets: false positives per image of the lesion-level operating points.
 
     Example (bundle JSON, in ``validate#handlers``)::
 
         {"_target_": "cxrkd_monai.handlers.CalibrationFitter", "class_names": "@class_names",
          "output_file": "$cxrkd_monai.transforms.calibration_file_beside(@ckpt_dir + '/model.pt')",
          "sensitivity_target": "@sensitivity_target", "ppv_target": "@ppv_target"}
+
+    The fracture bundle passes each type's map maximum, no mask, and its FROC metric::
+
+        {..., "output_transform": "@validate#additional_metrics#val_auroc#output_transform",
+         "mask_transform": null, "froc_metric": "@validate#key_metric#val_froc",
+         "fp_per_image_targets": "@lesion_fp_per_image"}
     """
 
     def __init__(
@@ -97,8 +127,13 @@ class CalibrationFitter:
         ppv_target: float = 0.5,
         output_transform: Callable = from_engine(["pred_prob", "label"]),
         mask_transform: Callable | None = from_engine(["label_mask"]),
+        froc_metric: FROCScore | None = None,
+        fp_per_image_targets: Sequence[float] = (),
     ) -> None:
+        if bool(fp_per_image_targets) != (froc_metric is not None):
+            raise ValueError("CalibrationFitter: give froc_metric and fp_per_image_targets together, or neither.")
         self.class_names = list(class_names)
+        self.froc_metric, self.fp_per_image_targets = froc_metric, [float(rate) for rate in fp_per_image_targets]
         self.output_file = Path(output_file)
         self.sensitivity_target, self.ppv_target = float(sensitivity_target), float(ppv_target)
         self.output_transform, self.mask_transform = output_transform, mask_transform
@@ -129,9 +164,12 @@ class CalibrationFitter:
         if not is_rank0():
             return
         probabilities, labels, *mask = (part.cpu() for part in gathered)
+        froc = None if self.froc_metric is None else self.froc_metric.froc_metric
+        if self.froc_metric is not None and froc is None:
+            raise RuntimeError("CalibrationFitter: the FROC metric has not been computed on this evaluator.")
         self.calibration = fit_calibration(
             probabilities, labels, mask[0] if mask else None, self.class_names, self.sensitivity_target,
-            self.ppv_target,
+            self.ppv_target, froc=froc, fp_per_image_targets=self.fp_per_image_targets,
         )  # fmt: skip
         write_text_atomically(self.output_file, self.calibration.to_json())
         nll = self.calibration.fitted_on

@@ -17,6 +17,13 @@ from .f1 import F1_AVERAGES, MultiLabelF1, MultiLabelF1Metric, micro_f1, per_cla
 from .froc import FROCMetric, froc_curve_rows
 from .froc_score import FROCScore
 from .masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
-from .operating_points import OPERATING_POINT_RULES, OperatingPoint, select_operating_point, select_operating_points
+from .operating_points import (
+    OPERATING_POINT_RULES,
+    LesionOperatingPoint,
+    OperatingPoint,
+    select_lesion_operating_point,
+    select_operating_point,
+    select_operating_points,
+)
 from .pseudo_positive_rate import PseudoPositiveRate, dp_maps
 from .temperature_scaling import TemperatureFit, binary_nll, fit_temperature

@@ -196,6 +196,20 @@ class FROCMetric:
                 false_positive_scores.append(float(score))
         return lesion_scores.tolist(), false_positive_scores
 
+    @property
+    def num_images(self) -> int:
+        """Images accumulated so far."""
+        return self._num_images
+
+    def class_scores(self, class_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """One class's accumulated ``(lesion_scores (L,), false_positive_scores (F,))``: per lesion the score of the
+        detection that found it (0 when missed), and the scores of the detections that hit no lesion."""
+        if class_name not in self.class_names:
+            raise KeyError(f"class {class_name!r} is not one of {self.class_names}.")
+        channel = self.class_names.index(class_name)
+        lesion_scores, false_positive_scores = self._tp_probs[channel], self._fp_probs[channel]
+        return np.asarray(lesion_scores, dtype=np.float64), np.asarray(false_positive_scores, dtype=np.float64)
+
     def compute(self) -> dict[str, dict[str, Any]]:
         """The FROC curve, the interpolated sensitivities and the score of each class."""
         results = {}

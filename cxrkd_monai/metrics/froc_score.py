@@ -44,8 +44,9 @@ class FROCScore(Metric):
     The metric value is the mean FROC score over the fracture types that have lesions in the data (a type
     without lesions has no sensitivity and is left out with a warning; with none at all the value is
     ``nan``). Per-type scores go to ``engine.state.metrics[f"{name}_{class_name}"]`` and the full result,
-    with the curves, stays in :attr:`result` for :class:`FROCCurveWriter`. Under DDP every rank's items are
-    gathered before scoring.
+    with the curves, stays in :attr:`result` for :class:`FROCCurveWriter`, and the matched detections of every
+    image in :attr:`froc_metric` (a :class:`~cxrkd_monai.metrics.FROCMetric`) for the lesion-level operating points
+    (:class:`~cxrkd_monai.handlers.CalibrationFitter`). Under DDP every rank's items are gathered before scoring.
 
     Boxes, points and geometry are read from ``engine.state.batch`` (ragged lists from
     :func:`~cxrkd_monai.data.collate_with_annotations`), so the evaluator must run with
@@ -90,6 +91,7 @@ class FROCScore(Metric):
         self.point_key = point_key
         self.geometry_key = geometry_key
         self.result: dict[str, Any] = {}
+        self.froc_metric: FROCMetric | None = None
         super().__init__(output_transform=output_transform)
 
     def reset(self) -> None:
@@ -134,7 +136,7 @@ class FROCScore(Metric):
         froc = self._froc_metric()
         for detections, boxes, points, min_hit_radius in items:
             froc.update(detections, boxes, points, min_hit_radius=min_hit_radius)
-        self.result = froc.compute()
+        self.result, self.froc_metric = froc.compute(), froc
         scores = {name: float(self.result[name]["score"]) for name in self.class_names}
         undefined = [name for name, s in scores.items() if math.isnan(s)]
         if undefined:

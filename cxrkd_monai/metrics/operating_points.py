@@ -11,6 +11,9 @@ observed scores, so every operating point is one that the labelled set actually 
   positives found while that share of the positive calls is right. ``None`` when no threshold reaches the target.
 
 A class whose observed labels hold one value only has no operating point (``None`` for every rule).
+
+A detector also has lesion-level operating points on its FROC curve (:func:`select_lesion_operating_point`): the
+lowest detection score whose false positives per image stay at or under a chosen rate.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import torch
 
 from cxrkd_monai.metrics.masked import observed_entries
 
-__all__ = ["OPERATING_POINT_RULES", "OperatingPoint", "select_operating_point", "select_operating_points"]
+__all__ = [
+    "OPERATING_POINT_RULES",
+    "LesionOperatingPoint",
+    "OperatingPoint",
+    "select_lesion_operating_point",
+    "select_operating_point",
+    "select_operating_points",
+]
 
 OPERATING_POINT_RULES = ("youden", "sensitivity", "ppv")
 
@@ -135,3 +145,65 @@ def select_operating_points(
         }
         for rule in OPERATING_POINT_RULES
     }
+
+
+@dataclass(frozen=True)
+class LesionOperatingPoint:
+    """A detection-score threshold on the FROC curve and what it achieves on the set it was chosen on.
+
+    Attributes:
+        threshold: a detection with score ``>= threshold`` is called.
+        sensitivity: share of the lesions found by a called detection.
+        fps_per_image: called false positives per image.
+    """
+
+    threshold: float
+    sensitivity: float
+    fps_per_image: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def select_lesion_operating_point(
+    lesion_scores: np.ndarray, false_positive_scores: np.ndarray, num_images: int, fp_per_image: float
+) -> LesionOperatingPoint | None:
+    """The lowest detection score whose false positives per image are at most ``fp_per_image``.
+
+    Candidates are the distinct scores of the detections (those that found a lesion and the false positives), so the
+    point is one that the set realises; detections tied at a score are called together. The lowest candidate gives
+    the highest sensitivity under the rate. The inputs are one fracture type's FROC matches
+    (:meth:`~cxrkd_monai.metrics.FROCMetric.class_scores`).
+
+    Args:
+        lesion_scores: ``(L,)`` per lesion, the score of the detection that found it, 0 for a missed lesion.
+        false_positive_scores: ``(F,)`` scores of the detections that hit no lesion.
+        num_images: images the detections come from.
+        fp_per_image: the largest acceptable false positives per image, positive.
+
+    Returns:
+        the :class:`LesionOperatingPoint`, or ``None`` when there is no lesion, no detection, or even the highest
+        score calls more false positives than the rate allows.
+
+    Example::
+
+        # 2 images; lesions found at 0.9 and 0.4, false positives at 0.8 and 0.3; at most 0.5 per image (1 in all)
+        select_lesion_operating_point(np.array([0.9, 0.4]), np.array([0.8, 0.3]), 2, 0.5).threshold  # 0.4
+    """
+    if fp_per_image <= 0:
+        raise ValueError(f"fp_per_image must be positive, got fp_per_image={fp_per_image}.")
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got num_images={num_images}.")
+    lesions = np.sort(np.asarray(lesion_scores, dtype=np.float64))
+    false_positives = np.sort(np.asarray(false_positive_scores, dtype=np.float64))
+    found = lesions[lesions > 0]
+    thresholds = np.unique(np.concatenate([found, false_positives]))
+    if len(lesions) == 0 or len(thresholds) == 0:
+        return None
+    fps = (len(false_positives) - np.searchsorted(false_positives, thresholds, side="left")) / num_images
+    allowed = np.flatnonzero(fps <= fp_per_image + _RATE_TOLERANCE)
+    if len(allowed) == 0:
+        return None
+    chosen = int(allowed[0])
+    true_positives = len(lesions) - np.searchsorted(lesions, thresholds[chosen], side="left")
+    return LesionOperatingPoint(float(thresholds[chosen]), float(true_positives / len(lesions)), float(fps[chosen]))

@@ -150,7 +150,12 @@ def pr_curves_figure(
 
 @_report_style
 def reliability_figure(
-    probabilities: np.ndarray, labels: np.ndarray, observed: np.ndarray, num_bins: int, ece: float
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    observed: np.ndarray,
+    num_bins: int,
+    ece: float,
+    title: str = "Reliability diagram",
 ) -> Figure:
     """Reliability diagram of every observed (image, class) entry pooled, with the entry count per bin below.
 
@@ -180,7 +185,7 @@ def reliability_figure(
     )
     top.plot(mean_probability, positive_rate, "o", color="black", ms=3.5, label="bin mean probability")
     top.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
-    top.set(ylabel="Observed positive rate", ylim=(0, 1.01), title=f"Reliability diagram (ECE {ece:.3f})")
+    top.set(ylabel="Observed positive rate", ylim=(0, 1.01), title=f"{title} (ECE {ece:.3f})")
     top.legend(loc="upper left")
     bottom.bar(edges[:-1], counts, width=width, align="edge", color="grey", edgecolor="white")
     bottom.set(xlabel="Predicted probability", ylabel="Entries", xlim=(0, 1))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from cxrkd_monai.metrics.calibration import expected_calibration_error
 from cxrkd_monai.report import figures
 from cxrkd_monai.report.display_images import load_display_image, load_probability_map
 from cxrkd_monai.report.fracture_statistics import (
@@ -151,7 +152,8 @@ def fracture_sections(
         ],
         figures=[saved(overlay_figure, "overlays", overlay_caption, wide=True)],
     )
-    sections = [detection, overlays, _sharpening_section(logs_dir, figures_dir)]
+    sections = [detection, _calibration_section(run, truth, settings, saved), overlays]
+    sections.append(_sharpening_section(logs_dir, figures_dir))
     ours = fracture_statistic(run, truth, settings, with_sensitivities=False)
     for reference in references:
         section, differences = comparison_section(
@@ -168,6 +170,60 @@ def fracture_sections(
         cards.append(Card(f"Δ mean FROC vs {reference.name}", f"{delta.estimate:+.3f}", interval_detail(delta, True)))
     sections.append(subgroup_section(truth, names, fracture_auroc_statistic(run, truth), MEAN_AUROC, resampling))
     return cards, sections
+
+
+def _calibration_section(
+    run: EvaluationRun, truth: RunTruth, settings: ReportSettings, saved: Callable[..., ReportFigure]
+) -> Section:
+    """Reliability of the image-level probabilities before and after temperature scaling, and the operating points
+    the run called at, with what the image-level calls achieve on these images."""
+    section = Section(title="Calibration and operating points", anchor="calibration")
+    if run.calibrated is None:
+        section.paragraphs.append(
+            "This run's model has no calibration (no calibration.json beside its checkpoint): its image-level "
+            "probabilities are map maxima, not calibrated probabilities, and no operating point was chosen. Training "
+            "fits one on the validation split; `cxrkd recalibrate` fits one on labelled images."
+        )
+        return section
+    labels, observed = truth.labels, truth.observed
+    reliability = []
+    for name, probabilities, title in (
+        ("reliability_uncalibrated", run.probabilities, "Map maximum"),
+        ("reliability_calibrated", run.calibrated, "Temperature-scaled"),
+    ):
+        ece = expected_calibration_error(probabilities, labels, settings.ece_bins, observed)
+        figure = figures.reliability_figure(probabilities, labels, observed, settings.ece_bins, ece, title)
+        caption = f"{title}: every observed (image, type) entry, {settings.ece_bins} equal-width bins."
+        reliability.append(saved(figure, name, caption))
+    points = run.operating_points
+    calls = []
+    for index, name in enumerate(run.class_names):
+        threshold = points["thresholds"][name]
+        seen = observed[:, index]
+        positive = labels[seen, index] > 0.5
+        if threshold is None or positive.all() or not positive.any():
+            calls.append(f"{name}: {'no operating point' if threshold is None else f'threshold {threshold:.4f}'}")
+            continue
+        called = run.calibrated[seen, index] >= threshold
+        calls.append(
+            f"{name}: threshold {threshold:.4f}, sensitivity {called[positive].mean():.2f}, specificity "
+            f"{1.0 - called[~positive].mean():.2f}"
+        )
+    lesions = [
+        f"{name} score >= {threshold:.4f}" if threshold is not None else f"{name}: none called"
+        for name, threshold in points["lesion_thresholds"].items()
+    ]
+    section.paragraphs += [
+        "The image-level probability of a type is the maximum of its map; temperature scaling per type, fitted on the "
+        "validation split with the best model (or by `cxrkd recalibrate`), maps it to a calibrated probability "
+        "without changing its ranking (AUROC).",
+        f"Image-level calls at the {points['image']} operating point (threshold on the calibrated probability, chosen "
+        f"where the calibration was fitted); on these {len(run.images)} images: " + "; ".join(calls) + ".",
+        f"Points called at {points['lesion_fp_per_image']} false positives per image (a detection-score threshold "
+        "per type, chosen where the calibration was fitted): " + "; ".join(lesions) + ".",
+    ]
+    section.figures += reliability
+    return section
 
 
 def _sharpening_section(logs_dir: Path | None, figures_dir: Path) -> Section:

@@ -8,7 +8,8 @@ Both bundles' ``evaluate.json`` write these files into their ``output_dir`` (the
 - Fracture: ``predictions.csv`` has ``image``, ``<type>_probability`` for every fracture type, ``detections`` (a JSON
   list of ``{"class", "x", "y", "score"}`` in original pixels) and, when the run saved them, ``probability_map``
   (a NIfTI ``(W, H, 1, K)`` path relative to the run folder); ``froc_curve.csv`` has ``class``, ``fps_per_image``,
-  ``sensitivity``.
+  ``sensitivity``. A calibrated model's run adds ``calibrated_<type>``, ``threshold_<type>``, ``operating_point``,
+  ``lesion_operating_point`` and ``lesion_threshold_<type>`` (from ``FracturePredictionRecorder``).
 
 The kind of run is read from the columns of ``predictions.csv``.
 """
@@ -52,6 +53,10 @@ class EvaluationRun:
         probability_maps: per image, the saved probability map's path or ``None``.
         saliency_maps: per image, the saved saliency PNG and the class it explains, or ``None`` (VKD).
         froc_curve: per fracture type, ``(fps_per_image, sensitivity)`` arrays from ``froc_curve.csv``.
+        calibrated: ``(N, K)`` temperature-scaled image-level probabilities (a calibrated fracture run), else ``None``.
+        operating_points: the operating points the run called at (a calibrated fracture run), else empty:
+            ``{"image": rule, "thresholds": {type: threshold or None}, "lesion_fp_per_image": rate,
+            "lesion_thresholds": {type: threshold or None}}``.
     """
 
     run_dir: Path
@@ -65,6 +70,8 @@ class EvaluationRun:
     probability_maps: list[Path | None] = field(default_factory=list)
     saliency_maps: list[tuple[Path, str] | None] = field(default_factory=list)
     froc_curve: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    calibrated: np.ndarray | None = None
+    operating_points: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -130,6 +137,20 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return {key: math.nan if value is None else value for key, value in metrics.items()}
 
 
+def _operating_points(row: dict[str, str], class_names: list[str]) -> dict[str, Any]:
+    """The operating points of a calibrated fracture run, from one ``predictions.csv`` row (the same on every row)."""
+
+    def threshold(column: str) -> float | None:
+        return float(row[column]) if row.get(column) else None
+
+    return {
+        "image": row["operating_point"],
+        "thresholds": {name: threshold(f"threshold_{name}") for name in class_names},
+        "lesion_fp_per_image": row.get("lesion_operating_point"),
+        "lesion_thresholds": {name: threshold(f"lesion_threshold_{name}") for name in class_names},
+    }
+
+
 def load_evaluation_run(run_dir: str | Path) -> EvaluationRun:
     """Read the run folder ``evaluate.json`` wrote; the kind (VKD or fracture) follows from ``predictions.csv``.
 
@@ -179,6 +200,7 @@ def load_evaluation_run(run_dir: str | Path) -> EvaluationRun:
             ],
         )
     if fracture_types and "detections" in columns:
+        calibrated = all(f"calibrated_{name}" in columns for name in fracture_types) and "operating_point" in columns
         return EvaluationRun(
             run_dir=run_dir,
             kind="fracture",
@@ -191,6 +213,8 @@ def load_evaluation_run(run_dir: str | Path) -> EvaluationRun:
             ],
             probability_maps=maps,
             froc_curve=_read_froc_curve(run_dir / "froc_curve.csv", fracture_types),
+            calibrated=table("calibrated_", fracture_types) if calibrated else None,
+            operating_points=_operating_points(rows[0], fracture_types) if calibrated else {},
         )
     raise RunOutputError(
         f"{predictions} is neither a VKD evaluation ('prob_<class>' and 'std_<class>' columns) nor a fracture "

@@ -1,16 +1,23 @@
 """Calibrated probabilities and decisions at an operating point, from the calibration stored beside the weights.
 
-A trained VKD model keeps ``calibration.json`` next to its checkpoint (``models/calibration.json``)::
+A trained model of either bundle keeps ``calibration.json`` next to its checkpoint (``models/calibration.json``)::
 
     {"class_names": [...], "temperature": [T_1, ..., T_C],
      "sensitivity_target": 0.9, "ppv_target": 0.5,
      "operating_points": {"youden": {"<class>": {"threshold", "sensitivity", "specificity", "ppv"} | null, ...},
                           "sensitivity": {...}, "ppv": {...}},
-     "fitted_on": {"split", "num_images", "nll_uncalibrated": {...}, "nll_calibrated": {...}}}
+     "fitted_on": {"source", "num_images", "nll_uncalibrated": {...}, "nll_calibrated": {...}}}
 
-Calibration is per-class temperature scaling of the model's (Monte Carlo mean) probability ``p``:
-``p_cal = sigmoid(logit(p) / T_c)``. It is monotone in ``p``, so rankings and AUROC do not change. Thresholds are on
-the calibrated probability. The file is written by
+and, for the fracture detector, the lesion-level operating points of its detections (per type, the lowest detection
+score that keeps the validation false positives at or under a rate; :mod:`~cxrkd_monai.metrics.operating_points`)::
+
+     "fp_per_image_targets": [0.5, 1.0, 2.0],
+     "lesion_operating_points": {"1": {"<type>": {"threshold", "sensitivity", "fps_per_image"} | null, ...}, ...}
+
+Calibration is per-class temperature scaling of the model's image-level probability ``p`` (VKD: the Monte Carlo
+mean; fracture: the maximum of the type's map): ``p_cal = sigmoid(logit(p) / T_c)``. It is monotone in ``p``, so
+rankings and AUROC do not change. Image-level thresholds are on the calibrated probability, lesion-level ones on the
+uncalibrated detection score (a map's peak value). The file is written by
 :class:`~cxrkd_monai.handlers.calibration_fitter.CalibrationFitter` (training, on the validation split) and by
 ``cxrkd recalibrate`` (a site's own labelled data).
 """
@@ -34,7 +41,9 @@ __all__ = [
     "CALIBRATION_FILENAME",
     "Calibration",
     "CalibrateProbabilitiesd",
+    "OperatingPointCalls",
     "calibration_file_beside",
+    "fp_rate_key",
     "temperature_scale",
 ]
 
@@ -46,8 +55,19 @@ _PROBABILITY_EPS = 1e-6
 
 
 def calibration_file_beside(checkpoint: str | Path) -> str:
-    """The calibration file that belongs to ``checkpoint`` (``models/model.pt`` -> ``models/calibration.json``)."""
-    return str(Path(checkpoint).with_name(CALIBRATION_FILENAME))
+    """The calibration file that belongs to ``checkpoint``: ``models/model.pt`` -> ``models/calibration.json`` (the
+    bundle's own model), any other ``models/<stem>.pt`` -> ``models/<stem>_calibration.json``, so that models trained
+    into one folder (the fracture bundle's ``teacher.pt`` and ``model.pt``) keep their own."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.stem == "model":
+        return str(checkpoint.with_name(CALIBRATION_FILENAME))
+    return str(checkpoint.with_name(f"{checkpoint.stem}_{CALIBRATION_FILENAME}"))
+
+
+def fp_rate_key(fp_per_image: float) -> str:
+    """The key of a lesion-level operating point in ``calibration.json``: its false positives per image, ``"%g"``
+    (``0.5`` -> ``"0.5"``, ``1`` -> ``"1"``)."""
+    return f"{float(fp_per_image):g}"
 
 
 def temperature_scale(probabilities: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
@@ -76,6 +96,9 @@ class Calibration:
             calibrated probability.
         sensitivity_target, ppv_target: the targets the ``"sensitivity"`` and ``"ppv"`` points were chosen for.
         fitted_on: provenance: split or datalist, image count, NLL before and after per class.
+        fp_per_image_targets: the false-positive rates the lesion-level points were chosen for (detectors only).
+        lesion_operating_points: ``{fp_rate_key(rate): {class name: {"threshold", "sensitivity", "fps_per_image"}
+            or None}}``, thresholds on the detection score (detectors only; empty for a classifier).
     """
 
     class_names: list[str]
@@ -84,6 +107,8 @@ class Calibration:
     sensitivity_target: float | None = None
     ppv_target: float | None = None
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    fp_per_image_targets: list[float] = field(default_factory=list)
+    lesion_operating_points: dict[str, dict[str, dict[str, float] | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.temperature) != len(self.class_names):
@@ -106,19 +131,26 @@ class Calibration:
         except (TypeError, ValueError, json.JSONDecodeError) as error:
             raise ValueError(f"{path} is not a calibration file: {error}") from error
 
+    def content(self) -> dict[str, Any]:
+        """The stored fields in file order; the lesion-level keys only for a calibration that has them (a
+        detector's)."""
+        content = {
+            "class_names": self.class_names,
+            "temperature": self.temperature,
+            "sensitivity_target": self.sensitivity_target,
+            "ppv_target": self.ppv_target,
+            "operating_points": self.operating_points,
+            "fitted_on": self.fitted_on,
+        }
+        if self.lesion_operating_points:
+            content["fp_per_image_targets"] = self.fp_per_image_targets
+            content["lesion_operating_points"] = self.lesion_operating_points
+        return content
+
     def to_json(self) -> str:
         """The file's text: 4-space JSON (NaN as null); refitting on the same predictions rewrites it unchanged."""
-        return json.dumps(
-            json_safe({
-                "class_names": self.class_names,
-                "temperature": self.temperature,
-                "sensitivity_target": self.sensitivity_target,
-                "ppv_target": self.ppv_target,
-                "operating_points": self.operating_points,
-                "fitted_on": self.fitted_on,
-            }),
-            indent=4,
-        ) + "\n"
+        content = self.content()
+        return json.dumps(json_safe(content), indent=4) + "\n"
 
     def thresholds(self, rule: str) -> list[float]:
         """``C`` thresholds of ``rule``, NaN for a class without that operating point.
@@ -130,8 +162,85 @@ class Calibration:
             raise KeyError(
                 f"operating point {rule!r} is not in the calibration; it holds {list(self.operating_points)}."
             )
-        points = self.operating_points[rule]
-        return [math.nan if points.get(name) is None else float(points[name]["threshold"]) for name in self.class_names]
+        return _thresholds(self.operating_points[rule], self.class_names)
+
+    def lesion_thresholds(self, fp_per_image: float) -> list[float]:
+        """``C`` detection-score thresholds of the lesion-level point at ``fp_per_image`` false positives per image,
+        NaN for a class without one.
+
+        Raises:
+            KeyError: naming the rate and the rates the file holds.
+        """
+        key = fp_rate_key(fp_per_image)
+        if key not in self.lesion_operating_points:
+            raise KeyError(
+                f"lesion operating point at {key} false positives per image is not in the calibration; it holds "
+                f"{list(self.lesion_operating_points)}."
+            )
+        return _thresholds(self.lesion_operating_points[key], self.class_names)
+
+
+def _thresholds(points: Mapping[str, Mapping[str, float] | None], class_names: Sequence[str]) -> list[float]:
+    return [math.nan if points.get(name) is None else float(points[name]["threshold"]) for name in class_names]
+
+
+class OperatingPointCalls:
+    """Calibrated probabilities and calls at one operating point of a calibration file; shared by the VKD transform
+    (:class:`CalibrateProbabilitiesd`) and the fracture records
+    (:class:`~cxrkd_monai.handlers.FracturePredictionRecorder`).
+
+    Without a calibration file the probabilities are passed through (temperature 1), every class's threshold is
+    ``default_threshold`` and the operating point is named ``"default"``; a warning says so once.
+
+    Args:
+        calibration_file: ``calibration.json`` (:func:`calibration_file_beside` the checkpoint), or ``None``.
+        operating_point: ``"youden"``, ``"sensitivity"`` or ``"ppv"``.
+        default_threshold: the threshold without a calibration file.
+
+    Example::
+
+        calls = OperatingPointCalls("models/calibration.json", "youden")
+        calibrated, threshold, positive = calls(torch.tensor([[0.7, 0.4]]))
+    """
+
+    def __init__(
+        self, calibration_file: str | Path | None, operating_point: str = "youden", default_threshold: float = 0.5
+    ) -> None:
+        self.calibration: Calibration | None = None
+        if calibration_file is not None and Path(calibration_file).is_file():
+            self.calibration = Calibration.load(calibration_file)
+            self.temperature = torch.tensor(self.calibration.temperature, dtype=torch.float64)
+            self.threshold = torch.tensor(self.calibration.thresholds(operating_point), dtype=torch.float64)
+            self.operating_point = operating_point
+        else:
+            logger.warning(
+                "No calibration file %s: probabilities are left uncalibrated and every class is called positive from "
+                "%.2f. Fit one with `cxrkd recalibrate`.", calibration_file, default_threshold,
+            )  # fmt: skip
+            self.temperature, self.threshold = None, torch.tensor([float(default_threshold)], dtype=torch.float64)
+            self.operating_point = "default"
+
+    def __call__(self, probabilities: torch.Tensor, name: str = "probabilities") -> tuple[torch.Tensor, ...]:
+        """``(..., C)`` uncalibrated probabilities -> ``(calibrated, threshold, positive)``, each ``(..., C)`` in the
+        dtype of ``probabilities``; ``positive`` is 1.0, 0.0, or NaN where the class has no threshold.
+
+        Raises:
+            ValueError: naming ``name``, when the probabilities have another number of classes than the calibration.
+        """
+        probabilities = torch.as_tensor(probabilities)
+        if self.temperature is not None and probabilities.shape[-1] != len(self.temperature):
+            raise ValueError(
+                f"{name} has {probabilities.shape[-1]} classes and the calibration {len(self.temperature)}; the "
+                "calibration file belongs to another model."
+            )
+        # thresholds were chosen among float64 calibrated probabilities: compare at that precision
+        calibrated = probabilities.double()
+        if self.temperature is not None:
+            calibrated = temperature_scale(calibrated, self.temperature)
+        threshold = self.threshold.expand(probabilities.shape[-1]).expand_as(calibrated)
+        decision = torch.where(threshold.isnan(), math.nan, (calibrated >= threshold).double())
+        dtype = probabilities.dtype
+        return calibrated.to(dtype), threshold.to(dtype), decision.to(dtype)
 
 
 class CalibrateProbabilitiesd(MapTransform):
@@ -174,36 +283,14 @@ class CalibrateProbabilitiesd(MapTransform):
         if len(self.keys) != 1:
             raise ValueError(f"CalibrateProbabilitiesd takes one probability key, got keys={list(self.keys)}.")
         self.calibrated_key, self.threshold_key, self.decision_key = calibrated_key, threshold_key, decision_key
-        if calibration_file is not None and Path(calibration_file).is_file():
-            calibration = Calibration.load(calibration_file)
-            self.temperature = torch.tensor(calibration.temperature, dtype=torch.float64)
-            self.threshold = torch.tensor(calibration.thresholds(operating_point), dtype=torch.float64)
-            self.operating_point = operating_point
-        else:
-            logger.warning(
-                "No calibration file %s: probabilities are left uncalibrated and every class is called positive from "
-                "%.2f. Fit one with `cxrkd recalibrate`.", calibration_file, default_threshold,
-            )  # fmt: skip
-            self.temperature, self.threshold = None, torch.tensor([float(default_threshold)], dtype=torch.float64)
-            self.operating_point = "default"
+        self.calls = OperatingPointCalls(calibration_file, operating_point, default_threshold)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         item = dict(data)
         (key,) = self.keys
-        probabilities = torch.as_tensor(item[key])
-        if self.temperature is not None and probabilities.shape[-1] != len(self.temperature):
-            raise ValueError(
-                f"{key} has {probabilities.shape[-1]} classes and the calibration {len(self.temperature)}; the "
-                "calibration file belongs to another model."
-            )
-        # thresholds were chosen among float64 calibrated probabilities: compare at that precision
-        calibrated = probabilities.double()
-        if self.temperature is not None:
-            calibrated = temperature_scale(calibrated, self.temperature)
-        threshold = self.threshold.expand(probabilities.shape[-1])
-        decision = torch.where(threshold.isnan(), math.nan, (calibrated >= threshold).double())
-        item[self.calibrated_key] = calibrated.to(probabilities.dtype)
-        item[self.threshold_key] = threshold.to(probabilities.dtype)
-        item[self.decision_key] = decision.to(probabilities.dtype)
-        item["operating_point"] = self.operating_point
+        calibrated, threshold, decision = self.calls(item[key], name=str(key))
+        item[self.calibrated_key] = calibrated
+        item[self.threshold_key] = threshold
+        item[self.decision_key] = decision
+        item["operating_point"] = self.calls.operating_point
         return item

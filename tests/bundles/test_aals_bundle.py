@@ -107,6 +107,8 @@ def test_inference_writes_probabilities_detections_and_maps(trained, phantom, tm
         dataset_dir=str(phantom),
         output_dir=str(output_dir),
         peak_threshold=0.0,
+        # every peak, not only those called at the model's lesion-level operating point
+        keep_uncalled_detections=True,
     )
     run_to_completion(workflow)
     records = json.loads((output_dir / "predictions.json").read_text())

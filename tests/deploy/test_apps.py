@@ -215,12 +215,14 @@ def test_fracture_app_sr_matches_bundle_inference(samples, fracture_bundle, tmp_
     lines = text.splitlines()
     class_names = ["rib_fracture", "clavicle_fracture"]
     expected_findings = [name for name in class_names if reference[f"{name}_probability"] >= 0.5]
-    assert lines[0] == f"Findings (probability >= 0.50): {', '.join(expected_findings) or 'none'}"
-    for name, line in zip(class_names, lines[1:3]):
+    # the tiny bundle has no calibration: the default operating point, every detection listed
+    assert lines[0] == "Operating point: probability >= 0.50 (no calibration in the bundle)"
+    assert lines[1] == f"Findings: {', '.join(expected_findings) or 'none'}"
+    for name, line in zip(class_names, lines[2:4]):
         match = re.fullmatch(rf"{name}: probability ([0-9.]+)", line)
         assert match, line
         assert float(match[1]) == pytest.approx(reference[f"{name}_probability"], abs=5.1e-5)
-    points = lines[3:]
+    points = lines[4:]
     assert len(points) == len(reference["detections"]) > 0
     for line, detection in zip(points, reference["detections"]):
         match = re.fullmatch(r"(\w+) point: x ([0-9.]+), y ([0-9.]+), score ([0-9.]+)", line)
@@ -282,6 +284,7 @@ def test_instance_without_source_file_is_written_for_the_loader(samples, tmp_pat
     in_memory = pydicom.dcmread(io.BytesIO(on_disk.read_bytes()))
     written = instance_file(in_memory, tmp_path)
     assert written.parent == tmp_path
+    assert in_memory.SOPInstanceUID not in str(written), "inference messages name the file: no UID in its name"
     copy = pydicom.dcmread(written)
     assert copy.SOPInstanceUID == in_memory.SOPInstanceUID
     np.testing.assert_array_equal(copy.pixel_array, in_memory.pixel_array)
@@ -357,16 +360,31 @@ def test_both_apps_on_the_demo_dicom_studies_carry_the_bundle_predictions_and_th
         assert saved["sop_instance_uid"] == source.SOPInstanceUID
         assert result.findings == saved["findings"].splitlines()
         row = predictions[result.app][str(result.input_file)]
-        header_lines = 2 if result.app == "cxr_vkd_app" else 1  # VKD states its operating point, then the findings
+        # both apps state their operating point, then the findings
         class_lines = {
-            line.split(":")[0]: line for line in result.findings[header_lines:] if " point:" not in line
+            line.split(":")[0]: line for line in result.findings[2:] if " point:" not in line
         }
         if result.app == "cxr_fracture_app":
-            assert list(class_lines) == ["rib_fracture", "clavicle_fracture"]
-            for name, line in class_lines.items():
-                probability = float(re.fullmatch(rf"{name}: probability ([0-9.]+)", line)[1])
-                assert probability == pytest.approx(float(row[f"{name}_probability"]), abs=5.1e-5)
-            points = [line for line in result.findings if " point:" in line]
+            # the exported student carries the calibration fitted on validation: calls at its Youden point, points
+            # at its lesion-level point
+            header, called = result.findings[:2]
+            assert header.startswith("Operating point: youden (") and "chosen on validation" in header
+            assert called.startswith("Findings: ")
+            calls = {name: line for name, line in class_lines.items() if name in ("rib_fracture", "clavicle_fracture")}
+            assert list(calls) == ["rib_fracture", "clavicle_fracture"]
+            for name, line in calls.items():
+                match = re.fullmatch(
+                    rf"{name}: (positive|negative) \(probability ([0-9.]+), calibrated [0-9.]+, threshold [0-9.]+.*\)",
+                    line,
+                )
+                assert match, line
+                assert float(match[2]) == pytest.approx(float(row[f"{name}_probability"]), abs=5.1e-5)
+                assert (match[1] == "positive") == (float(row[f"positive_{name}"]) == 1.0)
+                assert (name in called) == (match[1] == "positive")
+            lesion_point = "Points: detections called at 1 false positives per image on validation"
+            assert any(line.startswith(lesion_point) for line in result.findings)
+            points = [line for line in result.findings[1:] if " point:" in line]  # after "Operating point: ..."
+            # inference lists the called detections only
             assert len(points) == len(json.loads(row["detections"]))
             continue
         reference = bundle_inference(vkd_bundle, "datalist_vkd.json", result.input_file, tmp_path / str(index))

@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pydicom
 import pytest
+import torch
 
 from cxrkd_monai.bundle.trained_bundle import check_exported_bundle
+from cxrkd_monai.deploy.findings import fracture_findings
+from cxrkd_monai.transforms.calibration import Calibration, temperature_scale
 from tests.conftest import config_workflow
 
 pytestmark = pytest.mark.slow
@@ -133,3 +137,30 @@ def test_exported_bundles_ran_on_the_demo_dicom_studies(tiny_demo):
         for point, expected_point in zip(found, expected):
             coordinates = [expected_point[key] for key in ("x", "y", "score")]
             assert [point[key] for key in ("x", "y", "score")] == pytest.approx(coordinates, abs=1e-6)
+
+
+def test_the_demo_fracture_findings_name_the_operating_point_and_call_at_it(tiny_demo):
+    demo_dir, figures = tiny_demo
+    bundle = Path(figures["bundles"]["cxr_aals_fracture_detection"])
+    calibration = Calibration.load(bundle / "models" / "calibration.json")
+    # the exported student's own calibration, fitted on validation when it was the best model
+    assert calibration == Calibration.load(demo_dir / "aals" / "models" / "student_aals_calibration.json")
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    types = calibration.class_names
+    temperature = torch.tensor(calibration.temperature, dtype=torch.float64)
+    thresholds, lesion_thresholds = calibration.thresholds("youden"), calibration.lesion_thresholds(1.0)
+    for record in json.loads((bundle / "predictions" / "predictions.json").read_text()):
+        lines = fracture_findings(record, metadata["calibration"]).splitlines()
+        assert lines[0].startswith("Operating point: youden (") and lines[0].endswith("chosen on validation)")
+        assert lines[1] == f"Findings: {', '.join(n for n in types if record[f'positive_{n}'] == 1.0) or 'none'}"
+        probabilities = torch.tensor([record[f"{name}_probability"] for name in types], dtype=torch.float64)
+        calibrated = temperature_scale(probabilities, temperature).tolist()
+        for name, value, threshold in zip(types, calibrated, thresholds):
+            if math.isnan(threshold):
+                assert record[f"positive_{name}"] is None
+            elif abs(value - threshold) > 1e-6:  # the record's probability is float32
+                assert record[f"positive_{name}"] == float(value >= threshold)
+        by_type = dict(zip(types, lesion_thresholds))
+        assert all(d["score"] >= by_type[d["class"]] for d in record["detections"])
+        points = [line for line in lines if re.fullmatch(r"\w+ point: x [0-9.]+, y [0-9.]+, score [0-9.]+", line)]
+        assert len(points) == len(record["detections"])

@@ -299,3 +299,36 @@ def test_prediction_recorder_names_missing_geometry():
     image = MetaTensor(torch.zeros(1, 1, 64, 64), meta={"filename_or_obj": ["a.png"]})
     with pytest.raises(KeyError, match="geometry"):
         FracturePredictionRecorder(CLASSES)({"image": image}, {"pred": _maps_with_peaks({})})
+
+
+def test_prediction_recorder_writes_a_one_type_map_with_its_channel_axis(tmp_path):
+    """One fracture type (the FracAtlas set-up): the map keeps its singleton z and channel axes, ``(W, H, 1, 1)``."""
+    maps = _maps_with_peaks({(0, 0, (5, 8)): 0.9})[:, :1]
+    image = MetaTensor(torch.zeros(1, 1, 64, 64), meta={"filename_or_obj": ["/data/images/p0007_s01.png"]})
+    recorder = FracturePredictionRecorder(["fracture"], output_dir=str(tmp_path))
+    (record,) = recorder({"image": image, "geometry": GEOMETRY.to_tensor()[None]}, {"pred": maps})
+
+    assert record["fracture_probability"] == pytest.approx(0.9)
+    assert record["detections"] == [pytest.approx({"class": "fracture", "x": 22 / 0.64, "y": 18 / 0.64, "score": 0.9})]
+    saved = np.asarray(nib.load(tmp_path / record["probability_map"]).dataobj)
+    assert saved.shape == (100, 50, 1, 1)
+    # map pixel (5, 8) covers original x in [20 / 0.64, 24 / 0.64) = [31.25, 37.5), y in [25, 31.25)
+    x, y = np.unravel_index(np.argmax(saved[:, :, 0, 0]), (100, 50))
+    assert 31 <= x <= 37 and 25 <= y <= 31
+
+
+def test_prediction_recorder_turns_an_image_it_cannot_record_into_a_failure_record(tmp_path):
+    """The second image's geometry does not match the map (a 60 px grid is no multiple of the 16 px map): it gets
+    a failure record with the reason, the first its prediction."""
+    maps = _maps_with_peaks({(0, 0, (5, 8)): 0.9, (1, 0, (5, 8)): 0.9}, num_items=2)
+    names = ["/data/images/a.png", "/data/images/b.png"]
+    image = MetaTensor(torch.zeros(2, 1, 64, 64), meta={"filename_or_obj": names})
+    geometry = torch.stack([GEOMETRY.to_tensor(), LetterboxGeometry.fit((100, 50), (60, 60)).to_tensor()])
+    recorder = FracturePredictionRecorder(CLASSES, output_dir=str(tmp_path))
+    good, failed = recorder({"image": image, "geometry": geometry}, {"pred": maps})
+
+    assert good["image"] == names[0] and good["rib_fracture_probability"] == pytest.approx(0.9)
+    assert (tmp_path / good["probability_map"]).is_file()
+    assert failed == {"image": names[1], "failure": failed["failure"]}
+    assert failed["failure"].startswith("ValueError: Probability map of spatial shape (16, 16) does not tile")
+    assert len(list((tmp_path / "maps").iterdir())) == 1

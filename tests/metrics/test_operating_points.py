@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from cxrkd_monai.metrics.operating_points import select_operating_point, select_operating_points
+from cxrkd_monai.metrics.froc import froc_curve_data
+from cxrkd_monai.metrics.operating_points import (
+    select_lesion_operating_point,
+    select_operating_point,
+    select_operating_points,
+)
 
 # Hand-built class: scores in descending order with their labels.
 #   threshold  TP FP  sensitivity  specificity  PPV    Youden J
@@ -66,3 +71,29 @@ def test_every_rule_per_class_over_observed_labels_only():
         select_operating_point(SCORES, LABELS, "f1")
     with pytest.raises(ValueError, match="ppv_target must lie in"):
         select_operating_point(SCORES, LABELS, "ppv", ppv_target=75)
+
+
+def test_lesion_operating_point_is_the_lowest_score_within_the_false_positive_rate():
+    # 4 images; lesions found at 0.9 and 0.6 (twice), one missed; false positives 0.8, 0.6, 0.5, 0.5, 0.3
+    lesions, false_positives = np.array([0.9, 0.6, 0.6, 0.0]), np.array([0.8, 0.6, 0.5, 0.5, 0.3])
+    # false positives per image from each score: 0.3 -> 5/4, 0.5 -> 1, 0.6 -> 1/2, 0.8 -> 1/4, 0.9 -> 0
+    for rate, expected in ((2.0, (0.3, 0.75, 1.25)), (1.0, (0.5, 0.75, 1.0)), (0.99, (0.6, 0.75, 0.5)),
+                           (0.25, (0.8, 0.25, 0.25)), (0.1, (0.9, 0.25, 0.0))):  # fmt: skip
+        point = select_lesion_operating_point(lesions, false_positives, 4, rate)
+        assert (point.threshold, point.sensitivity, point.fps_per_image) == pytest.approx(expected), rate
+    # the point lies on the FROC curve of the same matches
+    fps_per_image, sensitivity = froc_curve_data(np.append(false_positives, 0.0), lesions, 4, 4)
+    point = select_lesion_operating_point(lesions, false_positives, 4, 1.0)
+    assert (point.fps_per_image, point.sensitivity) in set(zip(fps_per_image.tolist(), sensitivity.tolist()))
+
+
+def test_lesion_operating_point_is_none_out_of_reach_or_without_lesions():
+    # the highest score is two tied false positives on one image: no score keeps them under 1 per image
+    assert select_lesion_operating_point(np.array([0.2]), np.array([0.9, 0.9]), 1, 1.0) is None
+    assert select_lesion_operating_point(np.array([]), np.array([0.9]), 1, 1.0) is None
+    assert select_lesion_operating_point(np.array([0.0]), np.array([]), 1, 1.0) is None  # no detection at all
+    # every detection within the rate: the lowest one, all lesions it finds
+    point = select_lesion_operating_point(np.array([0.7, 0.0]), np.array([0.2]), 2, 1.0)
+    assert (point.threshold, point.sensitivity, point.fps_per_image) == (0.2, 0.5, 0.5)
+    with pytest.raises(ValueError, match="fp_per_image"):
+        select_lesion_operating_point(np.array([0.7]), np.array([0.2]), 2, 0.0)

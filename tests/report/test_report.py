@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -259,3 +261,40 @@ def test_saved_saliency_maps_are_drawn_on_the_error_thumbnails(vkd_runs, phantom
 
     assert greenish(without_maps) == 0.0
     assert greenish(with_maps) > 0.01
+
+
+def test_calibrated_fracture_run_shows_reliability_before_and_after_and_its_operating_points(
+    fracture_run, phantom, tmp_path
+):
+    source, arrays = fracture_run
+    run_dir = tmp_path / "eval"
+    shutil.copytree(source, run_dir)
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = ["rib_fracture", "clavicle_fracture"]
+    for row in rows:  # as a calibrated model's evaluation writes them: temperature 2, Youden threshold 0.5 for rib
+        for name in names:
+            p = float(row[f"{name}_probability"])
+            row[f"calibrated_{name}"] = 1 / (1 + math.exp(-math.log(p / (1 - p)) / 2))
+        row |= {
+            "threshold_rib_fracture": 0.5, "threshold_clavicle_fracture": "", "operating_point": "youden",
+            "lesion_operating_point": 1.0, "lesion_threshold_rib_fracture": 0.5,
+            "lesion_threshold_clavicle_fracture": "",
+        }  # fmt: skip
+    with open(run_dir / "predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = write_report(
+        run_dir, datalist=phantom / "datalist_fracture.json", output_dir=tmp_path / "report", num_resamples=20,
+        **arrays["overrides"],
+    )  # fmt: skip
+    saved = {path.stem for path in (report.parent / "figures").glob("*.png")}
+    assert {"reliability_uncalibrated", "reliability_calibrated"} <= saved
+    text = report.read_text()
+    # rib calls: calibrated 0.9 -> 0.75 >= 0.5 (the detected images), 0.02 -> 0.125 < 0.5
+    labels, called = arrays["labels"][:, 0] > 0.5, arrays["probabilities"][:, 0] >= 0.5
+    sensitivity, specificity = called[labels].mean(), 1 - called[~labels].mean()
+    assert f"rib_fracture: threshold 0.5000, sensitivity {sensitivity:.2f}, specificity {specificity:.2f}" in text
+    assert "clavicle_fracture: no operating point" in text
+    assert "Points called at 1.0 false positives per image" in text and "rib_fracture score &gt;= 0.5000" in text
