@@ -45,7 +45,7 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra --timeout=900
+	$(BIN)/python -m pytest -q -ra --timeout=900 --durations=25
 	$(MAKE) test-deploy
 
 bench: $(STAMP)

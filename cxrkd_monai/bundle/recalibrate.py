@@ -118,6 +118,7 @@ def _detector_outputs(
             ckpt_path=str(bundle / CHECKPOINT),
             datalist=str(datalist),
             evaluate_split=datalist_key,
+            class_names=class_names,
             output_dir=output_dir,
             num_workers=0,
             # no preprocessed cache inside the bundle folder
