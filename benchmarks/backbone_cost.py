@@ -41,6 +41,17 @@ def _parser(bundle: Path, config: str, backbone: str) -> ConfigParser:
     return parser
 
 
+def _inference(network: torch.nn.Module, image: torch.Tensor) -> Callable[[], None]:
+    """One no-grad forward pass of ``network`` in eval mode on ``image``."""
+
+    def infer() -> None:
+        network.eval()
+        with torch.no_grad():
+            network(image)
+
+    return infer
+
+
 def _vkd_step(parser: ConfigParser, batch: int, size: int) -> tuple[Callable[[], None], Callable[[], None]]:
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def", lazy=False)
@@ -56,12 +67,7 @@ def _vkd_step(parser: ConfigParser, batch: int, size: int) -> tuple[Callable[[],
         loss_function(network.forward_train(image, text, num_samples=1), label)["loss"].backward()
         optimizer.step()
 
-    def infer() -> None:
-        network.eval()
-        with torch.no_grad():
-            network(image)
-
-    return train_step, infer
+    return train_step, _inference(network, image)
 
 
 def _fracture_step(parser: ConfigParser, batch: int, size: int) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -79,12 +85,7 @@ def _fracture_step(parser: ConfigParser, batch: int, size: int) -> tuple[Callabl
         torch.nn.functional.binary_cross_entropy_with_logits(network(image), target).backward()
         optimizer.step()
 
-    def infer() -> None:
-        network.eval()
-        with torch.no_grad():
-            network(image)
-
-    return train_step, infer
+    return train_step, _inference(network, image)
 
 
 def run(settings: BenchmarkSettings, work_dir: Path) -> GroupReport:
