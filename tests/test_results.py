@@ -4,18 +4,9 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import roc_auc_score
 
-from cxrkd_monai.metrics.froc import FROCMetric
-from cxrkd_monai.results import (
-    ResultsSettings,
-    paired_differences,
-    read_test_truth,
-    score_predictions,
-    subsample_datalist,
-)
-
-DEFAULTS = {"fp_per_image": [0.125, 0.25, 0.5, 1, 2, 4, 8], "point_radius": 10.0}
+from cxrkd_monai.report.ground_truth import read_test_truth
+from cxrkd_monai.results import ARMS, ResultsSettings, run_results, subsample_datalist, vkd_datalist_from
 
 
 def _item(name, subset, positive, boxes=()):
@@ -38,75 +29,106 @@ def test_subsample_keeps_every_split_and_subset_in_proportion():
     assert small == subsample_datalist(datalist, max_images=24, seed=1)
 
 
-def test_scores_recompute_auroc_and_froc_from_bundle_predictions(tmp_path):
+def test_letterboxed_truth_gives_boxes_in_original_pixels_and_the_map_pixel_hit_radius(tmp_path):
     (tmp_path / "images").mkdir()
-    boxes = {0: [(10, 10, 30, 30, "fracture")], 1: [(40, 5, 60, 20, "fracture")], 2: [], 3: [], 4: []}
-    test = []
-    for i, image_boxes in boxes.items():
-        Image.fromarray(np.zeros((64, 128), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")  # W 128, H 64
-        test.append(_item(f"images/{i}.png", "D_R" if image_boxes else "D_N", bool(image_boxes), image_boxes))
+    Image.fromarray(np.zeros((64, 128), dtype=np.uint8)).save(tmp_path / "images" / "0.png")  # W 128, H 64
+    test = [_item("images/0.png", "D_R", True, [(10, 10, 30, 30, "fracture")])]
     datalist = tmp_path / "datalist_fracture.json"
     datalist.write_text(json.dumps({"class_names": ["fracture"], "training": [], "validation": [], "test": test}))
-    # image 0: a hit at 0.9; image 1: a miss at 0.3 beside a false positive at 0.8; negatives score 0.2-0.6
-    detections = {0: [(20, 20, 0.9)], 1: [(100, 50, 0.8)], 2: [(5, 5, 0.6)], 3: [], 4: [(70, 40, 0.2)]}
-    probability = {0: 0.9, 1: 0.8, 2: 0.6, 3: 0.01, 4: 0.2}
-    predictions = [
-        {"image": str(tmp_path / "images" / f"{i}.png"), "fracture_probability": probability[i],
-         "detections": [{"class": "fracture", "x": x, "y": y, "score": s} for x, y, s in detections[i]]}
-        for i in boxes
-    ]  # fmt: skip
-    (tmp_path / "predictions.json").write_text(json.dumps(predictions))
-
     truth = read_test_truth(datalist, ["fracture"], image_size=64, output_stride=4)
     first = truth[str((tmp_path / "images" / "0.png").resolve())]
     # 128 px wide letterboxed to 64: one map pixel spans 8 original pixels, half its diagonal 4 * sqrt(2)
     assert first.min_hit_radius == pytest.approx(4 * math.sqrt(2))
     np.testing.assert_array_equal(first.boxes, [[10, 10, 30, 30, 0]])
-    result = score_predictions(tmp_path / "predictions.json", truth, ["fracture"], DEFAULTS,
-                               ResultsSettings(num_resamples=200, seed=3))
-
-    labels, scores = [1, 1, 0, 0, 0], [0.9, 0.8, 0.6, 0.01, 0.2]
-    assert result["auroc"]["fracture"].estimate == pytest.approx(roc_auc_score(labels, scores))
-    froc = FROCMetric(num_classes=1, class_names=["fracture"], fp_per_image=DEFAULTS["fp_per_image"])
-    for i in boxes:
-        rows = np.array(detections[i], dtype=float).reshape(-1, 3)
-        froc.update([rows], np.array([[*b[:4], 0] for b in boxes[i]], dtype=float).reshape(-1, 5))
-    assert result["froc"].estimate == pytest.approx(froc.compute()["fracture"]["score"])
-    assert 0 < result["froc"].estimate < 1  # one of two lesions found, after one false positive per 5 images
-    assert result["froc"].low <= result["froc"].estimate <= result["froc"].high
-    assert result["num_images"] == 5 and result["num_positive"] == [2] and result["num_lesions"] == 2
-
-    predictions.pop()
-    (tmp_path / "predictions.json").write_text(json.dumps(predictions))
-    with pytest.raises(RuntimeError, match=r"predictions.json lacks 1 test image"):
-        score_predictions(tmp_path / "predictions.json", truth, ["fracture"], DEFAULTS, ResultsSettings())
+    np.testing.assert_array_equal(first.label, [1.0])
 
 
-def test_paired_differences_resample_both_models_on_the_same_images():
-    rng = np.random.default_rng(7)
-    labels = np.array([1, 0] * 20)
-    model_scores = {stem: rng.random(40) + 0.3 * labels * k for k, stem in enumerate(
-        ["teacher", "student_aals", "student_none", "student_symmetric", "student_mil"])}  # fmt: skip
+def test_peer_datalist_holds_the_record_labels_of_every_image_and_nothing_else():
+    datalist = {
+        "class_names": ["fracture"],
+        "training": [_item("r", "D_R", 1, [(1, 2, 3, 4, "fracture")]), _item("p", "D_P", 1), _item("n", "D_N", 0)],
+        "validation": [_item("v", "D_N", 0)],
+        "test": [_item("t", "D_R", 1, [(1, 2, 3, 4, "fracture")])],
+    }  # fmt: skip
+    peer = vkd_datalist_from(datalist)
+    assert peer["class_names"] == ["fracture"]
+    assert peer["training"] == [
+        {"image": "r", "patient_id": "r", "label": [1.0], "report": ""},
+        {"image": "p", "patient_id": "p", "label": [1.0], "report": ""},
+        {"image": "n", "patient_id": "n", "label": [0.0], "report": ""},
+    ]
+    assert [len(peer[s]) for s in ("validation", "test")] == [1, 1]
 
-    def auroc(stem):
-        return lambda index: roc_auc_score(labels[index], model_scores[stem][index]) if len(set(labels[index])) == 2 \
-            else math.nan
 
-    scores = {stem: {"statistics": {"auroc fracture": auroc(stem)}, "num_images": 40} for stem in model_scores}
-    settings = ResultsSettings(num_resamples=300, seed=5)
-    differences = paired_differences(scores, settings)
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="task must be one of"):
+        ResultsSettings(task="segmentation")
+    with pytest.raises(ValueError, match="at least one training seed"):
+        ResultsSettings(seeds=[])
+    settings = ResultsSettings(seeds=(2, 5), single_seed_arms=False)
+    arms = {arm.name: settings.arm_seeds(arm) for arm in ARMS["fracture"]}
+    assert arms == {"teacher": [2, 5], "aals": [2, 5], "none": [2, 5], "symmetric": [], "mil": [], "peer": [2, 5]}
+    assert ResultsSettings(seeds=(2, 5), single_seed_arms=True).arm_seeds(ARMS["fracture"][3]) == [2]
 
-    interval = differences[("student_aals", "teacher")]["auroc fracture"]
-    draws = np.random.default_rng(5)
-    direct = []
-    for _ in range(300):
-        index = draws.integers(0, 40, 40)
-        direct.append(auroc("student_aals")(index) - auroc("teacher")(index))
-    direct = np.array(direct)
-    low, high = np.percentile(direct[np.isfinite(direct)], [2.5, 97.5])
-    assert interval.estimate == pytest.approx(auroc("student_aals")(np.arange(40)) - auroc("teacher")(np.arange(40)))
-    assert (interval.low, interval.high) == pytest.approx((low, high))
-    # a model compared with an identical copy differs by exactly 0 on every resample
-    scores["teacher"] = scores["student_aals"]
-    same = paired_differences(scores, settings)[("student_aals", "teacher")]["auroc fracture"]
-    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
+
+TINY = {"image_size": 64, "max_epochs": 1, "student_epochs": 1, "num_resamples": 50, "single_seed_arms": False}
+
+
+@pytest.mark.slow
+def test_fracture_task_trains_every_arm_scores_as_the_bundles_and_resumes(phantom, tmp_path):
+    """Teacher, AALS and no-sharpening students and the peer classifier on the phantom, one seed, pretrained
+    EfficientNet-Lite0 from the packaged weights; the scores equal each evaluation's metrics.json."""
+    out, report = tmp_path / "results", tmp_path / "results.md"
+    figures = run_results(
+        "fracture", str(out), datalist=str(phantom / "datalist_fracture.json"), report=str(report), seeds=[0], **TINY
+    )
+    assert set(figures["runs"]) == {"teacher seed 0", "aals seed 0", "none seed 0", "peer seed 0"}
+    for arm, key in (("teacher", "val_froc"), ("aals", "val_froc"), ("peer", "val_macro_auroc")):
+        metrics = json.loads((out / "test" / f"{arm}_seed0" / "metrics.json").read_text())
+        name = "FROC" if key == "val_froc" else "AUROC"
+        assert figures["runs"][f"{arm} seed 0"][name]["estimate"] == pytest.approx(metrics[key], abs=1e-9)
+    assert "FROC" not in figures["runs"]["peer seed 0"]
+    assert set(figures["differences"]) == {"aals - none", "aals - teacher", "none - teacher", "teacher - peer",
+                                           "aals - peer"}  # fmt: skip
+    assert set(figures["differences"]["teacher - peer"]) == {"AUROC"}
+    text = report.read_text()
+    assert "peer: image-level classifier" in text and "efficientnet-lite0, packaged, no download" in text
+    peer = json.loads((out / "data" / "datalist_vkd.json").read_text())
+    assert len(peer["training"]) == len(json.loads((phantom / "datalist_fracture.json").read_text())["training"])
+
+    steps = json.loads((out / "steps.json").read_text())
+    assert {f"train {a} seed 0" for a in ("teacher", "aals", "none", "peer")} <= set(steps)
+    again = run_results(
+        "fracture", str(out), datalist=str(phantom / "datalist_fracture.json"), report=str(report), seeds=[0], **TINY
+    )
+    assert again["runs"] == figures["runs"]
+    reread = json.loads((out / "steps.json").read_text())
+    assert {k: v for k, v in reread.items() if k != "scoring and bootstrap"} == {
+        k: v for k, v in steps.items() if k != "scoring and bootstrap"
+    }  # nothing retrained or re-evaluated
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        run_results("fracture", str(out), datalist=str(phantom / "datalist_fracture.json"), seeds=[1], **TINY)
+
+
+@pytest.mark.slow
+def test_vkd_task_runs_vkd_against_its_baseline_with_paired_intervals(phantom, tmp_path):
+    out = tmp_path / "vkd"
+    figures = run_results("vkd", str(out), datalist=str(phantom / "datalist_vkd.json"), seeds=[0, 1], **TINY)
+    assert set(figures["runs"]) == {"baseline seed 0", "baseline seed 1", "vkd seed 0", "vkd seed 1"}
+    for arm in ("baseline", "vkd"):
+        for seed in (0, 1):
+            metrics = json.loads((out / "test" / f"{arm}_seed{seed}" / "metrics.json").read_text())
+            assert figures["runs"][f"{arm} seed {seed}"]["AUROC"]["estimate"] == pytest.approx(
+                metrics["val_macro_auroc"], abs=1e-9
+            )
+    runs = figures["runs"]
+    mean = {a: (runs[f"{a} seed 0"]["AUROC"]["estimate"] + runs[f"{a} seed 1"]["AUROC"]["estimate"]) / 2
+            for a in ("baseline", "vkd")}  # fmt: skip
+    difference = figures["differences"]["vkd - baseline"]["AUROC"]
+    assert difference["estimate"] == pytest.approx(mean["vkd"] - mean["baseline"])
+    assert difference["low"] <= difference["estimate"] <= difference["high"]
+    assert {"vkd - baseline seed 0", "vkd - baseline seed 1"} == set(figures["seed_differences"])
+    report = (out / "results.md").read_text()
+    assert "| VKD − image-only baseline | mean |" in report and "val_posterior_auroc" in report
+    with pytest.raises(ValueError, match="--task vkd needs --datalist"):
+        run_results("vkd", str(tmp_path / "other"))

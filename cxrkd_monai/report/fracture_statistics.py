@@ -16,11 +16,10 @@ import numpy as np
 
 from cxrkd_monai.metrics.bootstrap import BootstrapInterval
 from cxrkd_monai.metrics.froc import FROCMetric
-from cxrkd_monai.report.ground_truth import RunTruth
+from cxrkd_monai.report.ground_truth import RunTruth, TestImageTruth
 from cxrkd_monai.report.resampling import NamedStatistic, PatientResampling, auroc_statistic, mean_of_defined
 from cxrkd_monai.report.run_outputs import EvaluationRun
 from cxrkd_monai.report.settings import ReportSettings
-from cxrkd_monai.results import TestImageTruth
 
 __all__ = [
     "MEAN_AUROC",

@@ -12,15 +12,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cxrkd_monai.data import load_datalist
 from cxrkd_monai.report.run_outputs import EvaluationRun
 from cxrkd_monai.report.settings import ReportSettings
-from cxrkd_monai.results import TestImageTruth, read_test_truth
+from cxrkd_monai.transforms.detection import map_pixel_half_diagonal
+from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
-__all__ = ["RunTruth", "match_ground_truth"]
+__all__ = ["RunTruth", "TestImageTruth", "match_ground_truth", "read_test_truth"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TestImageTruth:
+    """One test image's record labels ``(K,)``, boxes ``(M, 5)`` and points ``(M, 3)`` (original pixels, class
+    index last), and the hit radius of a perfectly placed detection (half a map pixel's diagonal)."""
+
+    label: np.ndarray
+    boxes: np.ndarray
+    points: np.ndarray
+    min_hit_radius: float
+
+
+def read_test_truth(
+    datalist_path: Path, class_names: list[str], image_size: int, output_stride: int, split: str = "test"
+) -> dict[str, TestImageTruth]:
+    """Ground truth of each image of the datalist's ``split``, keyed by resolved image path, in original pixels.
+
+    ``image_size`` and ``output_stride`` are the bundle's: they give the letterbox of each image and so the
+    hit radius :class:`~cxrkd_monai.metrics.FROCScore` uses.
+    """
+    images = {}
+    map_shape = (image_size // output_stride, image_size // output_stride)
+    for item in load_datalist(str(datalist_path), split):
+        with Image.open(item["image"]) as image:
+            original_size = image.size  # (width, height): axis 0 is x, as the bundle loads it
+        geometry = LetterboxGeometry.fit(original_size, (image_size, image_size))
+        index = {name: k for k, name in enumerate(class_names)}
+        images[str(Path(item["image"]).resolve())] = TestImageTruth(
+            label=np.asarray(item["image_label"], dtype=np.float64),
+            boxes=np.array([[*b[:4], index[b[4]]] for b in item.get("boxes", [])], dtype=np.float64).reshape(-1, 5),
+            points=np.array([[*p[:2], index[p[2]]] for p in item.get("points", [])], dtype=np.float64).reshape(-1, 3),
+            min_hit_radius=map_pixel_half_diagonal(geometry, map_shape),
+        )
+    return images
 
 
 @dataclass
