@@ -10,7 +10,7 @@ from pathlib import Path
 from monai.bundle import ConfigWorkflow
 
 from benchmarks.settings import BenchmarkSettings
-from cxrkd_monai.data.phantom import generate_phantom_dataset
+from cxrkd_monai.phantom import generate_phantom_dataset
 
 __all__ = [
     "FRACTURE_BUNDLE",

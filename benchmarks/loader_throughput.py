@@ -42,11 +42,7 @@ from benchmarks.scale_items import phantom_sources, real_or_phantom_sources, wri
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, interleaved_times, per_repeat_ratios
 from benchmarks.vkd_transforms import vkd_train_config
-from cxrkd_monai.data.preprocessed_cache import (
-    CachedPreprocessingd,
-    PreprocessedCacheDataset,
-    build_preprocessed_cache,
-)
+from cxrkd_monai.data import CachedPreprocessingd, PreprocessedCacheDataset, build_preprocessed_cache
 
 __all__ = ["raw_densenet_step", "run"]
 

@@ -42,12 +42,8 @@ from benchmarks.scale_items import phantom_sources, write_repeated_items, write_
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, peak_rss_bytes
 from benchmarks.vkd_transforms import vkd_train_config
+from cxrkd_monai.data import CachedPreprocessingd, PreprocessedCacheDataset, build_preprocessed_cache
 from cxrkd_monai.data.datalist import load_class_names, load_datalist
-from cxrkd_monai.data.preprocessed_cache import (
-    CachedPreprocessingd,
-    PreprocessedCacheDataset,
-    build_preprocessed_cache,
-)
 
 __all__ = ["MIMIC_CXR_IMAGES", "extrapolate", "run"]
 

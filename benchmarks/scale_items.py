@@ -8,7 +8,7 @@ dataset, so one build of the largest serves them all.
 
 Two kinds of sources:
 
-- ``"phantom"``: small synthetic radiographs (:func:`cxrkd_monai.data.phantom.generate_phantom_dataset`),
+- ``"phantom"``: small synthetic radiographs (:func:`cxrkd_monai.phantom.generate_phantom_dataset`),
   cheap to decode, for the memory and size figures, where decoding cost is not what is measured;
 - ``"real"``: the real chest radiographs of the shared ``cxr_format_samples`` folder (512 px PNGs and
   full-size DICOM, MONOCHROME1 and JPEG-compressed), for the decoding-cost figures. Each keeps the report
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.bundle_data import REPO_ROOT
-from cxrkd_monai.data.phantom import generate_phantom_dataset
+from cxrkd_monai.phantom import generate_phantom_dataset
 
 __all__ = [
     "REAL_SAMPLES_DIR",

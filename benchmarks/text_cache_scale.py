@@ -27,7 +27,7 @@ from benchmarks.scale_items import phantom_sources
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary
 from cxrkd_monai.data import TextEmbeddingCache
-from cxrkd_monai.data.reports import report_from_sections
+from cxrkd_monai.prepare.reports import report_from_sections
 
 __all__ = ["CountingTextEncoder", "report_pool", "run"]
 

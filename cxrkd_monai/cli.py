@@ -16,7 +16,7 @@ HELP_FLAGS = ("-h", "--help")
 
 def phantom(output_dir: str, num_patients: int = 200, seed: int = 0, **options):
     """Generate the synthetic (demo/test only) chest radiograph dataset with reports and fracture boxes."""
-    from cxrkd_monai.data.phantom import generate_phantom_dataset
+    from cxrkd_monai.phantom import generate_phantom_dataset
 
     return generate_phantom_dataset(output_dir=output_dir, num_patients=num_patients, seed=seed, **options)
 
@@ -24,7 +24,7 @@ def phantom(output_dir: str, num_patients: int = 200, seed: int = 0, **options):
 def prepare(dataset: str, root: str, out: str, **options):
     """Turn a dataset (mimic_cxr, openi, openi_fracture, chexpert, vindr_cxr, chestx_det10, generic_csv,
     generic_fracture_csv, fracatlas) into a bundle datalist, with a summary of what was written and skipped."""
-    from cxrkd_monai.data.prepare import run_prepare
+    from cxrkd_monai.prepare.run import run_prepare
 
     return run_prepare(dataset=dataset, root=root, out=out, **options)
 
@@ -39,7 +39,7 @@ def pack(bundle_dir: str, output_zip: str, include_weights: bool = False):
 def cache(bundle_dir: str, num_workers: int = 4, **options):
     """Pre-build a bundle's preprocessed image cache (training and validation datalists by default) with a
     progress bar; pass the run's overrides (``--dataset_dir``, ``--image_size``, ``--cache_dir``, ...)."""
-    from cxrkd_monai.data.preprocessed_cache import build_bundle_cache
+    from cxrkd_monai.data.preprocessed_cache_builder import build_bundle_cache
 
     reports = build_bundle_cache(bundle_dir, num_workers=num_workers, **options)
     return {name: {**vars(report), "failed": len(report.failed)} for name, report in reports.items()}

@@ -20,8 +20,8 @@ from monai.bundle import run as bundle_run
 from cxrkd_monai.bundle.commands import bundle_arguments
 from cxrkd_monai.bundle.packaged_bundles import bundle_path
 from cxrkd_monai.bundle.trained_bundle import export_trained_bundle
-from cxrkd_monai.data.phantom import generate_phantom_dataset
-from cxrkd_monai.data.synthetic_dicom import write_phantom_dicom_studies
+from cxrkd_monai.phantom import generate_phantom_dataset
+from cxrkd_monai.phantom.dicom import write_phantom_dicom_studies
 
 __all__ = ["run_demo"]
 
@@ -291,6 +291,7 @@ def export_demo_bundles(
                 "label_classes": f"{len(class_names)} phantom findings, multi-label binary",
                 "pred_classes": f"{len(class_names)} per-class probabilities ({', '.join(class_names)})",
             },
+            version_label="demo",
         ),
         "cxr_aals_fracture_detection": export_trained_bundle(
             AALS_BUNDLE,
@@ -307,6 +308,7 @@ def export_demo_bundles(
                 "eval_metrics": _synthetic_figures(aals["student, AALS"], AALS_FIGURES),
                 "image_classes": f"{letterbox} {aals_image_size} x {aals_image_size}",
             },
+            version_label="demo",
         ),
     }
     shutil.rmtree(out / "dicom", ignore_errors=True)

@@ -46,10 +46,9 @@ import numpy as np
 
 from cxrkd_monai.bundle.commands import run_bundle_subprocess
 from cxrkd_monai.bundle.packaged_bundles import bundle_path
-from cxrkd_monai.data.adapters import FracAtlasAdapter
-from cxrkd_monai.data.splits import SPLIT_NAMES
 from cxrkd_monai.handlers.checkpointing import find_last_checkpoint
 from cxrkd_monai.metrics.bootstrap import BootstrapInterval
+from cxrkd_monai.prepare import SPLIT_NAMES, FracAtlasAdapter
 from cxrkd_monai.report.seed_comparison import AUROC, FROC, SeedComparison, compare_seeds, score_run
 from cxrkd_monai.utils.fracture_subsets import FRACTURE_SUBSETS
 

@@ -13,7 +13,7 @@ the uncalibrated outputs, against the datalist's labels:
 It writes
 
 - the per-class temperatures and the Youden, sensitivity-target and PPV-target operating points, and a detector's
-  lesion-level operating points (:func:`~cxrkd_monai.handlers.fit_calibration`), to ``models/calibration.json``,
+  lesion-level operating points (:func:`~cxrkd_monai.metrics.fit_calibration`), to ``models/calibration.json``,
   which inference applies;
 - the same, mirrored into ``configs/metadata.json`` under ``calibration`` for a reader of the bundle.
 
@@ -33,7 +33,7 @@ import numpy as np
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from cxrkd_monai.data import load_datalist
-from cxrkd_monai.handlers.calibration_fitter import fit_calibration
+from cxrkd_monai.metrics.calibration_fitting import fit_calibration
 from cxrkd_monai.metrics.froc import FROCMetric
 from cxrkd_monai.transforms.calibration import CALIBRATION_FILENAME, Calibration
 from cxrkd_monai.utils.atomic_files import json_safe, write_text_atomically

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from cxrkd_monai.utils.optional_imports import import_from_extra
+
 __all__ = ["bundle_parameters", "executed_config_file", "log_report_artifacts", "training_scalars", "tracking_run_name"]
 
 _MLFLOW_PARAM_VALUE_LIMIT = 6000
@@ -102,10 +104,10 @@ def log_report_artifacts(report_dir: str | Path, run_dir: str | Path, tracking_u
     (the tracking settings record the evaluation's absolute output folder); returns its run id.
 
     Raises:
+        ImportError: MLflow is not installed (extra ``tracking``).
         LookupError: naming the experiment and folder when no tracked evaluation wrote to ``run_dir``.
     """
-    import mlflow
-
+    mlflow = import_from_extra("mlflow", "tracking", "Logging the report into MLflow")
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     output_dir = os.path.abspath(run_dir)

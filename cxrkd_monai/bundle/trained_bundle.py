@@ -5,8 +5,11 @@ other classes); the source bundle's configs alone can no longer load them. :func
 a folder that can::
 
     <destination>/configs/*.json        the source configs with the run's overrides merged in
-    <destination>/configs/metadata.json  channels, input size and figures of these weights
-    <destination>/docs/, LICENSE         as in the source bundle
+    <destination>/configs/metadata.json  channels, input size and figures of these weights, and its own version
+                                         ``<source version>+<label>.<C>c<size>px`` (:func:`exported_version`)
+    <destination>/docs/README.md         the source card below a section with this export's version, classes,
+                                         input size, overrides, data source, intended use and figures
+    <destination>/docs/, LICENSE         the rest as in the source bundle
     <destination>/models/model.pt        the trained checkpoint (state dict of ``network_def``)
     <destination>/models/model.ts        its TorchScript export (``monai.bundle ckpt_export``)
     <destination>/models/calibration.json the calibration beside the checkpoint, when the run fitted one (VKD),
@@ -23,8 +26,9 @@ strictly into the configured ``network_def`` and ``model.ts`` gives its outputs.
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +44,11 @@ from cxrkd_monai.bundle.schema import verify_bundle_metadata
 from cxrkd_monai.transforms.calibration import CALIBRATION_FILENAME, Calibration, calibration_file_beside
 from cxrkd_monai.utils.atomic_files import json_safe
 
-__all__ = ["check_exported_bundle", "export_trained_bundle", "merge_config_overrides"]
+__all__ = ["check_exported_bundle", "export_trained_bundle", "exported_version", "merge_config_overrides"]
 
 METADATA = "metadata.json"
 INFERENCE = "inference.json"
+CARD = Path("docs") / "README.md"
 _COPIED = ("configs", "docs", "LICENSE")
 # TorchScript and eager kernels differ in summation order only; outputs are logits of order 1-10.
 _PARITY_TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
@@ -91,6 +96,74 @@ def merge_config_overrides(config_dir: str | Path, overrides: Mapping[str, Any])
     return placed
 
 
+def _check_version_label(label: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9]+", label):
+        raise ValueError(f"version label must be letters and digits only, got {label!r}.")
+
+
+def exported_version(source_version: str, label: str, class_names: Sequence[str], image_size: Sequence[int]) -> str:
+    """The version of an exported bundle: the source's, with a PEP 440 local label naming its classes and input size.
+
+    Args:
+        source_version: the source bundle's ``version``, e.g. ``"0.2.0"``.
+        label: what made the export, letters and digits only, e.g. ``"demo"``.
+        class_names: the export's output classes (their number goes into the label).
+        image_size: the export's input size; one number when all sides are equal.
+
+    Raises:
+        ValueError: ``label`` is empty or holds other characters than letters and digits.
+
+    Example::
+
+        exported_version("0.2.0", "demo", ["a", "b", "c", "d", "e", "f"], [96, 96])   # "0.2.0+demo.6c96px"
+        exported_version("0.2.0", "demo", ["a", "b"], [96, 128])                      # "0.2.0+demo.2c96x128px"
+    """
+    _check_version_label(label)
+    sizes = [int(size) for size in image_size]
+    size = str(sizes[0]) if len(set(sizes)) == 1 else "x".join(map(str, sizes))
+    return f"{source_version}+{label}.{len(class_names)}c{size}px"
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _exported_card(
+    source_card: str,
+    metadata: Mapping[str, Any],
+    source: str,
+    overrides: Mapping[str, Any],
+    class_names: Sequence[str],
+    image_size: Sequence[int],
+) -> str:
+    """The source bundle's card below a section stating what this export holds instead of the source's defaults."""
+    figures = metadata.get("eval_metrics") or {}
+    rows = [
+        ("version", f"`{metadata['version']}`"),
+        ("classes", f"{len(class_names)}: " + ", ".join(f"`{name}`" for name in class_names)),
+        ("input", f"{' x '.join(map(str, image_size))} px (`image_size`), one channel"),
+        ("overrides merged into the configs", ", ".join(f"`{key}`" for key in overrides) or "none"),
+        ("data source", metadata.get("data_source", "")),
+        ("intended use", metadata.get("intended_use", "")),
+        ("eval_metrics", ", ".join(f"{key} {_figure(value)}" for key, value in figures.items()) or "none"),
+    ]
+    header = [
+        f"# {metadata['name']}: exported bundle {metadata['version']}",
+        "",
+        f"The weights of one training run with `{source}`, exported by `cxrkd_monai.bundle.export_trained_bundle`. "
+        "These values replace the defaults that the source card below gives (its classes, image size and figures "
+        "describe the source bundle, not these weights):",
+        "",
+        "| | this export |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+        "---",
+        "",
+    ]
+    return "\n".join(header) + source_card
+
+
 def _exported_metadata(bundle: Path, metadata_updates: Mapping[str, Any]) -> dict:
     """The source metadata with the outputs and input size of the merged inference config, then the updates."""
     metadata = ConfigParser(json.loads((bundle / "configs" / METADATA).read_text()))
@@ -125,6 +198,7 @@ def export_trained_bundle(
     checkpoint: str | Path,
     overrides: Mapping[str, Any],
     metadata_updates: Mapping[str, Any] | None = None,
+    version_label: str = "trained",
 ) -> Path:
     """Writes the bundle folder of a trained run (layout in the module docstring) and checks it.
 
@@ -141,6 +215,8 @@ def export_trained_bundle(
         metadata_updates: metadata ids (``#``-separated) and values set after the output channels
             (``channel_def`` from ``class_names``) and a fixed input ``spatial_shape`` (from ``image_size``) have
             been derived from the merged inference config, e.g. ``{"eval_metrics": {...}, "data_source": ...}``.
+        version_label: the label of the export's version, :func:`exported_version` of the source version, the
+            merged ``class_names`` and ``image_size``; the ``changelog`` gains its entry.
 
     Returns:
         ``destination``.
@@ -149,16 +225,18 @@ def export_trained_bundle(
         FileNotFoundError: naming a missing source metadata or checkpoint.
         FileExistsError: ``destination`` exists and is not an earlier export.
         KeyError: an override no config defines.
-        ValueError: ``destination`` is ``source``, or a check of :func:`check_exported_bundle` fails.
+        ValueError: ``destination`` is ``source``, ``version_label`` is not letters and digits, or a check of
+            :func:`check_exported_bundle` fails.
 
     Example::
 
         export_trained_bundle(
             "bundles/cxr_vkd_classification", "demo_output/bundles/cxr_vkd_classification",
             "demo_output/vkd/vkd/models/model.pt", {"class_names": names, "image_size": [96, 96], "latent_dim": 64},
-            {"eval_metrics": {"synthetic_demo_test_macro_auroc": 0.71}},
-        )
+            {"eval_metrics": {"synthetic_demo_test_macro_auroc": 0.71}}, version_label="demo",
+        )  # version "0.2.0+demo.<C>c96px"
     """
+    _check_version_label(version_label)
     source, destination, checkpoint = Path(source), Path(destination), Path(checkpoint)
     for path in (source / "configs" / METADATA, checkpoint):
         if not path.is_file():
@@ -181,7 +259,22 @@ def export_trained_bundle(
     if calibration is not None:
         metadata_updates = {**(metadata_updates or {}), "calibration": json_safe(calibration_metadata(calibration))}
     metadata = _exported_metadata(destination, metadata_updates or {})
+    merged = ConfigParser()
+    merged.read_config(str(destination / "configs" / INFERENCE))
+    class_names, image_size = merged.get_parsed_content("class_names"), merged.get_parsed_content("image_size")
+    source_version = metadata["version"]
+    metadata["version"] = exported_version(source_version, version_label, class_names, image_size)
+    metadata["changelog"] = {
+        metadata["version"]: f"{version_label} export of {source.name} {source_version}: the weights of one trained "
+        f"run, {len(class_names)} classes, input {' x '.join(map(str, image_size))} px, configs with the run's "
+        f"overrides of {', '.join(overrides) or 'nothing'}",
+        **metadata["changelog"],
+    }
     (destination / "configs" / METADATA).write_text(json.dumps(metadata, indent=4) + "\n")
+    if (destination / CARD).is_file():
+        card = (destination / CARD).read_text()
+        card = _exported_card(card, metadata, source.name, overrides, class_names, image_size)
+        (destination / CARD).write_text(card)
 
     models = destination / "models"
     models.mkdir()
@@ -189,9 +282,7 @@ def export_trained_bundle(
     if calibration is not None:
         shutil.copy2(calibration_file, models / CALIBRATION_FILENAME)
     # MONAI's ckpt_export would fail on a mismatch too, without naming the checkpoint or the config
-    inference = ConfigParser()
-    inference.read_config(str(destination / "configs" / INFERENCE))
-    _trained_network(inference, destination / "configs" / INFERENCE, models / "model.pt")
+    _trained_network(merged, destination / "configs" / INFERENCE, models / "model.pt")
     ckpt_export(
         net_id="network_def",
         filepath=str(models / "model.ts"),

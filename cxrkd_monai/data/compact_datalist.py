@@ -20,6 +20,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from cxrkd_monai.data.datalist_json import read_datalist_json
 from cxrkd_monai.errors import InvalidDatalistError
 
 __all__ = ["CompactDatalist", "DatalistEntry", "read_datalist_value", "scan_datalist_split"]
@@ -108,8 +109,6 @@ class _BlockReader:
 def _datalist_reader(path: Path) -> Iterator[_BlockReader]:
     """A reader of the datalist at ``path``; a file that is not a JSON object gets :func:`read_datalist_json`'s
     error, which names the byte, line or column."""
-    from cxrkd_monai.data.datalist import read_datalist_json
-
     if not path.is_file():
         raise FileNotFoundError(f"Datalist not found: {path}")
     reader = _BlockReader(path)
@@ -170,7 +169,7 @@ def scan_datalist_split(path: str | Path, key: str) -> Iterator[DatalistEntry]:
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
-        InvalidDatalistError: as :func:`~cxrkd_monai.data.read_datalist_json` (not UTF-8, not JSON, not an
+        InvalidDatalistError: as :func:`~cxrkd_monai.data.datalist_json.read_datalist_json` (not UTF-8, not JSON, not an
             object: the file is then read whole to name the place), or no list under ``key``.
     """
     datalist_path = Path(path)

@@ -11,7 +11,6 @@ passes its ``class_names``, which must be the datalist's own, in the same order 
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,6 @@ __all__ = [
     "check_class_names",
     "load_class_names",
     "load_datalist",
-    "read_datalist_json",
 ]
 
 TEXT_KEYS = ("report",)
@@ -38,42 +36,6 @@ TEXT_KEYS = ("report",)
 # group by them; the training and inference pipelines never read them, and an item may lack any of them.
 SUBGROUP_KEYS = ("sex", "age", "view", "body_part")
 """Item keys holding free text; each must be a string (or null) that can be encoded as UTF-8."""
-
-
-def read_datalist_json(path: str | Path) -> dict[str, Any]:
-    """The top-level JSON object of the datalist at ``path``.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-        InvalidDatalistError: the file is not UTF-8 (the byte offset and byte are named), not JSON (line and
-            column are named), or not a JSON object.
-    """
-    datalist_path = Path(path)
-    if not datalist_path.is_file():
-        raise FileNotFoundError(f"Datalist not found: {datalist_path}")
-    raw = datalist_path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        offset = error.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
-        raise InvalidDatalistError(
-            f"Datalist {datalist_path} is not UTF-8 text: byte 0x{raw[offset]:02x} at byte offset {offset} "
-            f"({error.reason}). Re-save it as UTF-8."
-        ) from None
-    try:
-        content = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidDatalistError(
-            f"Datalist {datalist_path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
-        ) from None
-    except RecursionError:
-        raise InvalidDatalistError(f"Datalist {datalist_path} is nested too deeply to be a datalist.") from None
-    if not isinstance(content, dict):
-        raise InvalidDatalistError(
-            f"Datalist {datalist_path} must hold a JSON object with 'training', 'validation', 'test' lists, "
-            f"got a JSON {type(content).__name__}."
-        )
-    return content
 
 
 def load_datalist(
@@ -119,9 +81,10 @@ def load_datalist(
     Raises:
         FileNotFoundError: the datalist, or with ``require_images`` one of its images, is missing (the path is
             named).
-        InvalidDatalistError: the file cannot be read as a datalist (see :func:`read_datalist_json`), it has
-            no list under ``key``, the split is empty (unless ``allow_empty``; the file and ``key`` are named), or
-            its ``class_names`` differ from ``class_names`` (both lists are shown).
+        InvalidDatalistError: the file cannot be read as a datalist (see
+            :func:`~cxrkd_monai.data.datalist_json.read_datalist_json`), it has no list under ``key``, the split is
+            empty (unless ``allow_empty``; the file and ``key`` are named), or its ``class_names`` differ from
+            ``class_names`` (both lists are shown).
         InvalidItemError: an item is invalid; the message names the datalist, ``key``, the item's position and
             image, and the offending key.
     """

@@ -89,7 +89,7 @@ class PreprocessedStore:
     Args:
         root: the cache folder, shared by every setting (created on first write).
         settings_digest: digest of everything besides the source file that determines a record (see
-            :func:`cxrkd_monai.data.preprocessed_cache.CachedPreprocessingd`); records live in a sub-folder of
+            :class:`cxrkd_monai.data.cached_preprocessing.CachedPreprocessingd`); records live in a sub-folder of
             ``root`` named after it.
 
     The index of every committed shard is held in memory as sorted numpy arrays (40 bytes a record; 15 MB for

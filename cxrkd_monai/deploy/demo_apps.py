@@ -6,9 +6,10 @@ with ``<demo_dir>/dicom/datalist.json``. Each app reads one study's folder, so e
     python -m deploy.cxr_vkd_app -i <demo_dir>/dicom/<study> -o <demo_dir>/deploy/cxr_vkd_app/<study>
         -m <demo_dir>/bundles/cxr_vkd_classification
 
-and writes there a DICOM Basic Text SR (``<SOPInstanceUID>.dcm``) and ``result.json``. This module runs them and
-prints, per study and app, where both files are and the SR's findings, one line each. It needs the SDK
-(extra ``deploy``, installed in ``.venv-deploy`` by the Makefile).
+and writes there a DICOM SR (``<SOPInstanceUID>.dcm``: a TID 1500 Comprehensive SR, or a Basic Text SR with
+``CXRKD_SR_FORMAT=text``) and ``result.json``. This module runs them and prints, per study and app, where both files
+are and the findings text of ``result.json``, one line each. It needs the SDK (extra ``deploy``, installed in
+``.venv-deploy`` by the Makefile).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
-
-__all__ = ["DEMO_APPS", "AppResult", "read_sr_findings", "run_demo_apps"]
+__all__ = ["DEMO_APPS", "AppResult", "run_demo_apps"]
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DEMO_APPS = {"cxr_vkd_app": "cxr_vkd_classification", "cxr_fracture_app": "cxr_aals_fracture_detection"}
@@ -31,26 +30,13 @@ DEMO_APPS = {"cxr_vkd_app": "cxr_vkd_classification", "cxr_fracture_app": "cxr_a
 
 @dataclass(frozen=True)
 class AppResult:
-    """One app run on one study: its input file, the SR and JSON it wrote and the SR's findings lines."""
+    """One app run on one study: its input file, the SR and JSON it wrote and the JSON's findings lines."""
 
     app: str
     input_file: Path
     sr_file: Path
     result_file: Path
     findings: list[str]
-
-
-def read_sr_findings(sr_file: str | Path) -> list[str]:
-    """The lines of the narrative text of a Basic Text SR written by the apps (its one ``TEXT`` content item).
-
-    Raises:
-        ValueError: naming ``sr_file`` when it holds no ``TEXT`` content item.
-    """
-    dataset = pydicom.dcmread(sr_file)
-    texts = [item.TextValue for item in dataset.get("ContentSequence", []) if item.get("ValueType") == "TEXT"]
-    if not texts:
-        raise ValueError(f"{sr_file}: the SR holds no TEXT content item.")
-    return texts[0].splitlines()
 
 
 def _run_app(app: str, input_dir: Path, output_dir: Path, bundle: Path) -> None:
@@ -89,8 +75,9 @@ def run_demo_apps(demo_dir: str | Path = "demo_output") -> list[AppResult]:
             sr_files = sorted(output_dir.glob("*.dcm"))
             if len(sr_files) != 1:
                 raise RuntimeError(f"{app} wrote {len(sr_files)} DICOM files to {output_dir}, expected one SR.")
-            sr_file = sr_files[0]
-            result = AppResult(app, input_file, sr_file, output_dir / "result.json", read_sr_findings(sr_file))
+            result_file = output_dir / "result.json"
+            findings = json.loads(result_file.read_text())["findings"].splitlines()
+            result = AppResult(app, input_file, sr_files[0], result_file, findings)
             print(f"  {app}: SR {result.sr_file}\n  {' ' * len(app)}  JSON {result.result_file}")
             for line in result.findings:
                 print(f"    {line}")

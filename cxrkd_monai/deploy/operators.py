@@ -3,9 +3,12 @@
 The app chain is the SDK's own DICOM plumbing around one bundle inference operator::
 
     DICOMDataLoaderOperator → ChestRadiographSelectorOperator → DICOMSeriesToVolumeOperator
-        → VKDClassificationOperator | FractureDetectionOperator → DICOMTextSRWriterOperator (+ a JSON file)
+        → VKDClassificationOperator | FractureDetectionOperator (+ a JSON file)
+        → MeasurementReportWriterOperator (TID 1500 Comprehensive SR) | FindingsTextSRWriterOperator (Basic Text SR)
 
-:func:`add_chest_radiograph_flow` wires it, so each app only chooses its inference operator.
+:func:`add_chest_radiograph_flow` wires it, so each app only chooses its inference operator; the SR format is
+``tid1500`` (coded findings and fracture points, :mod:`cxrkd_monai.deploy.structured_report`) unless the
+``CXRKD_SR_FORMAT`` environment variable or the ``sr_format`` argument says ``text``.
 
 The inference operators run the bundle's own ``configs/inference.json`` through
 :class:`monai.bundle.ConfigWorkflow`, with the selected DICOM instance as a one-item dataset: the same loader
@@ -20,24 +23,35 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.deploy.conditions import CountCondition
-from monai.deploy.core import Application, Fragment, Operator, OperatorSpec
+from monai.deploy.core import Application, ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.core.domain import Image
-from monai.deploy.core.domain.dicom_series_selection import StudySelectedSeries
+from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
 from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesToVolumeOperator
 from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
-from monai.deploy.operators.dicom_utils import ModelInfo
+from monai.deploy.operators.dicom_utils import ModelInfo, random_with_n_digits
 
-from cxrkd_monai.deploy.findings import fracture_findings
+from cxrkd_monai.deploy.findings import FindingCall, fracture_calls, fracture_findings, is_calibrated, vkd_calls
+from cxrkd_monai.deploy.series_selection import (
+    CHEST_RADIOGRAPH_RULES,
+    ChestRadiographRules,
+    NoMatchingSeriesError,
+    first_selected_series,
+    no_matching_series_message,
+    selection_messages,
+)
+from cxrkd_monai.deploy.structured_report import measurement_report
 from cxrkd_monai.handlers.failed_items import FailedItemsWriter
 from cxrkd_monai.handlers.prediction_writer import PredictionWriter
 
@@ -45,8 +59,12 @@ __all__ = [
     "CHEST_RADIOGRAPH_RULES",
     "BundleInferenceOperator",
     "ChestRadiographSelectorOperator",
+    "FindingsTextSRWriterOperator",
     "FractureDetectionOperator",
+    "MeasurementReportWriterOperator",
     "NoMatchingSeriesError",
+    "SR_FORMATS",
+    "SR_FORMAT_ENV",
     "VKDClassificationOperator",
     "add_chest_radiograph_flow",
     "resolve_bundle_root",
@@ -54,24 +72,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHEST_RADIOGRAPH_RULES = json.dumps(
-    {
-        "selections": [
-            {
-                "name": "Chest radiograph",
-                "conditions": {"Modality": "(?i)^(CR|DX)$", "BodyPartExamined": "(?i)^(CHEST|THORAX)$"},
-            }
-        ]
-    }
-)
-"""Series selection rules of :class:`~monai.deploy.operators.DICOMSeriesSelectorOperator`: CR or DX, chest."""
-
 INFERENCE_CONFIG = Path("configs") / "inference.json"
 METADATA = Path("configs") / "metadata.json"
 
-
-class NoMatchingSeriesError(ValueError):
-    """The input holds no series that the selection rules accept."""
+SR_FORMATS = ("tid1500", "text")
+"""The SRs the apps write: a TID 1500 Comprehensive SR (coded, default) or a Basic Text SR (the findings text)."""
+SR_FORMAT_ENV = "CXRKD_SR_FORMAT"
+"""Environment variable that chooses the apps' SR format (one of :data:`SR_FORMATS`; ``tid1500`` when unset)."""
 
 
 def resolve_bundle_root(model_path: str | Path) -> Path:
@@ -100,49 +107,75 @@ def resolve_bundle_root(model_path: str | Path) -> Path:
 
 
 class ChestRadiographSelectorOperator(DICOMSeriesSelectorOperator):
-    """:class:`DICOMSeriesSelectorOperator` with chest-radiograph rules that fails clearly when nothing matches.
+    """:class:`DICOMSeriesSelectorOperator` that picks the best chest radiograph series of each study by ranking.
 
-    Named input ``dicom_study_list`` (list of ``DICOMStudy``); named output ``study_selected_series_list``
-    (list of ``StudySelectedSeries``, the first match per study).
+    The SDK's rules match attributes exactly and take the first match; here every series is judged by
+    :class:`~cxrkd_monai.deploy.series_selection.ChestRadiographRules` (CR or DX, not for processing, not lateral;
+    chest ``BodyPartExamined``, frontal ``ViewPosition`` and original primary ``ImageType`` preferred), the best
+    one is selected, and one line per series says why it was or was not (series named by position, number and
+    description; no DICOM UIDs, which the SDK's own selector would log).
+
+    Named input ``dicom_study_list`` (list of ``DICOMStudy``); named output ``study_selected_series_list`` (list of
+    ``StudySelectedSeries``, one per study that has a selectable series: its best one, or with ``all_matched`` all
+    of them, best first).
 
     Args:
         fragment: the application.
-        rules: selection rules in the SDK's JSON format; :data:`CHEST_RADIOGRAPH_RULES` by default.
+        rules: the chest radiograph rules; :data:`~cxrkd_monai.deploy.series_selection.CHEST_RADIOGRAPH_RULES` by
+            default.
+        all_matched: the SDK's argument; when true every selectable series of a study is selected, best first.
 
     Raises:
-        NoMatchingSeriesError: at compute time, when no series matches; the message gives the conditions and the
-            Modality and BodyPartExamined of every series that was found.
+        NoMatchingSeriesError: at compute time, when no series of any study is selectable; the message gives each
+            series' reasons.
 
     Example::
 
         selector = ChestRadiographSelectorOperator(app, name="series_selector_op")
     """
 
-    def __init__(self, fragment: Fragment, *args, rules: str = CHEST_RADIOGRAPH_RULES, **kwargs) -> None:
-        super().__init__(fragment, *args, rules=rules, **kwargs)
+    selection_name = "Chest radiograph"
+
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        rules: ChestRadiographRules = CHEST_RADIOGRAPH_RULES,
+        **kwargs,
+    ) -> None:
+        self.rules = rules
+        super().__init__(fragment, *args, **kwargs)
+
+    def compute(self, op_input, op_output, context) -> None:
+        studies = op_input.receive(self.input_name_study_list)
+        op_output.emit(self.filter(None, studies, self._all_matched), self.output_name_selected_series)
 
     def filter(self, selection_rules, dicom_study_list, all_matched: bool = False, sort_by_sop_instance_count=False):
-        selected = super().filter(selection_rules, dicom_study_list, all_matched, sort_by_sop_instance_count)
+        """Ranks the series of each study with :attr:`rules`; ``selection_rules`` and the sort flag are unused."""
+        selected, assessments = [], []
+        for study in dicom_study_list or []:
+            series = study.get_all_series()
+            ranking = self.rules.rank([_first_instance(one) for one in series])
+            for line in selection_messages(ranking):
+                logger.info("Chest radiograph selection: %s", line)
+            selectable = [assessment for assessment in ranking if assessment.selectable]
+            assessments.extend(ranking)
+            if selectable:
+                study_selection = StudySelectedSeries(study)
+                for assessment in selectable if all_matched else selectable[:1]:
+                    study_selection.add_selected_series(
+                        SelectedSeries(self.selection_name, series[assessment.index], None)
+                    )
+                selected.append(study_selection)
         if not selected:
-            found = [
-                " ".join(f"{key}={_series_attribute(series, key)!r}" for key in ("Modality", "BodyPartExamined"))
-                for study in dicom_study_list or []
-                for series in study.get_all_series()
-            ]
-            conditions = [selection.get("conditions") for selection in (selection_rules or {}).get("selections", [])]
-            raise NoMatchingSeriesError(
-                f"No matching series: no series in the input meets the selection conditions {conditions}; "
-                f"found {found or 'no series'}."
-            )
+            raise NoMatchingSeriesError(no_matching_series_message(assessments))
         return selected
 
 
-def _series_attribute(series, keyword: str) -> str | None:
-    """A series attribute, read from its first instance when the series level does not carry it."""
-    value = getattr(series, keyword, None)
-    if value is None and series.get_sop_instances():
-        value = series.get_sop_instances()[0].get_native_sop_instance().get(keyword)
-    return None if value is None else str(value)
+def _first_instance(series) -> Mapping[str, Any]:
+    """The pydicom dataset of a series' first instance, or no attributes for a series without instances."""
+    instances = series.get_sop_instances()
+    return instances[0].get_native_sop_instance() if instances else {}
 
 
 class BundleInferenceOperator(Operator):
@@ -153,12 +186,16 @@ class BundleInferenceOperator(Operator):
         in the SDK's slice order, i.e. ``W × H × 1`` in MONAI's axis order; more than one frame is refused.
         ``study_selected_series_list``: the selector's output, whose first series' first instance is read.
 
-    Named output ``text``: the findings text for ``DICOMTextSRWriterOperator``.
+    Named output ``result``: the dict below, for the SR writers.
 
     File output ``<output_folder>/<result_filename>``::
 
         {"bundle": {"name", "version", "root"}, "study_instance_uid", "series_instance_uid", "sop_instance_uid",
-         "image_size": [W, H], "prediction": <the bundle's own prediction record>, "findings": <text>}
+         "image_size": [W, H], "prediction": <the bundle's own prediction record>, "findings": <text>,
+         "calls": [{"name", "probability", "present", "points": [[x, y, score], ...]}, ...]}
+
+    ``calls`` are the :class:`~cxrkd_monai.deploy.findings.FindingCall` of each class at the operating point, with
+    only the points called at it: what the coded SR states.
 
     The weights are ``models/model.pt`` (loaded by the bundle's ``CheckpointLoader``) or, when there is no
     ``model.pt``, the TorchScript ``models/model.ts`` of ``ckpt_export``, which then replaces ``network`` and runs
@@ -168,7 +205,8 @@ class BundleInferenceOperator(Operator):
     of this package do. An image the bundle cannot read (its ``errors.csv`` row) fails the operator with that
     reason, instead of the bundle's exit status (``exit_on_failure`` is off here).
 
-    Subclasses implement :meth:`findings` (record → text) and may set ``default_overrides``.
+    Subclasses implement :meth:`findings` (record → text) and :meth:`finding_calls` (record → calls) and may set
+    ``default_overrides``.
 
     Args:
         fragment: the application.
@@ -215,7 +253,7 @@ class BundleInferenceOperator(Operator):
     def setup(self, spec: OperatorSpec) -> None:
         spec.input("image")
         spec.input("study_selected_series_list")
-        spec.output("text")
+        spec.output("result")
 
     def compute(self, op_input, op_output, context) -> None:
         image = op_input.receive("image")
@@ -239,11 +277,12 @@ class BundleInferenceOperator(Operator):
             "image_size": [width, height],
             "prediction": record,
             "findings": text,
+            "calls": [asdict(call) for call in self.finding_calls(record)],
         }
         self.output_folder.mkdir(parents=True, exist_ok=True)
         (self.output_folder / self.result_filename).write_text(json.dumps(result, indent=1))
         logger.info("%s: wrote %s", self.name, self.output_folder / self.result_filename)
-        op_output.emit(text, "text")
+        op_output.emit(result, "result")
 
     def infer(self, image_file: Path) -> dict:
         """The bundle's prediction record for one image file, from its own inference workflow."""
@@ -282,6 +321,10 @@ class BundleInferenceOperator(Operator):
     def findings(self, record: Mapping[str, Any]) -> str:
         """The findings text of one prediction record."""
         raise NotImplementedError(f"{type(self).__name__} must implement findings(record).")
+
+    def finding_calls(self, record: Mapping[str, Any]) -> list[FindingCall]:
+        """The calls of one prediction record at its operating point, one per class."""
+        raise NotImplementedError(f"{type(self).__name__} must implement finding_calls(record).")
 
     def _checkpoint_overrides(self) -> dict[str, Any]:
         checkpoint, torchscript = self.bundle_root / "models" / "model.pt", self.bundle_root / "models" / "model.ts"
@@ -328,29 +371,30 @@ class VKDClassificationOperator(BundleInferenceOperator):
         op = VKDClassificationOperator(app, bundle_path="cxr_vkd_classification", output_folder="out", name="vkd")
     """
 
+    def finding_calls(self, record: Mapping[str, Any]) -> list[FindingCall]:
+        return vkd_calls(record, self.decision_threshold)
+
     def findings(self, record: Mapping[str, Any]) -> str:
-        classes = [key.removeprefix("prob_") for key in record if key.startswith("prob_")]
-        calibrated = record.get("operating_point") not in (None, "default")
+        calls = self.finding_calls(record)
+        calibrated = is_calibrated(record)
         if calibrated:
             source = (self.bundle_metadata.get("calibration") or {}).get("fitted_on", {}).get("source")
             header = (
                 f"Operating point: {record['operating_point']} (per-class thresholds on the temperature-scaled "
                 f"probability{f', chosen on {source}' if source else ''})"
             )
-            positive = [name for name in classes if record[f"positive_{name}"] == 1.0]
         else:
             header = f"Operating point: probability >= {self.decision_threshold:.2f} (no calibration in the bundle)"
-            positive = [name for name in classes if record[f"prob_{name}"] >= self.decision_threshold]
-        lines = [header, f"Findings: {', '.join(positive) or 'none'}"]
-        for name in classes:
-            line = f"{name}: probability {record[f'prob_{name}']:.4f}"
+        lines = [header, f"Findings: {', '.join(call.name for call in calls if call.present) or 'none'}"]
+        for call in calls:
+            line = f"{call.name}: probability {call.probability:.4f}"
             if calibrated:
-                threshold, call = record[f"threshold_{name}"], record[f"positive_{name}"]
-                decision = "no operating point" if call is None else ("positive" if call == 1.0 else "negative")
-                line += f" (calibrated {record[f'calibrated_{name}']:.4f}, " + (
+                threshold = record[f"threshold_{call.name}"]
+                decision = {None: "no operating point", True: "positive", False: "negative"}[call.present]
+                line += f" (calibrated {record[f'calibrated_{call.name}']:.4f}, " + (
                     f"{decision})" if threshold is None else f"threshold {threshold:.4f}: {decision})"
                 )
-            lines.append(f"{line}, uncertainty {record[f'std_{name}']:.4f}")
+            lines.append(f"{line}, uncertainty {record[f'std_{call.name}']:.4f}")
         return "\n".join(lines)
 
 
@@ -369,7 +413,7 @@ class FractureDetectionOperator(BundleInferenceOperator):
         rib_fracture points: score >= 0.0731 (on validation lesion sensitivity 0.85, 0.94 false positives per image)
         rib_fracture point: x 412.5, y 230.0, score 0.0931
 
-    Without one, a type is a finding from ``decision_threshold`` on its map maximum and every detection is listed.
+    Without one, a type is a finding from ``decision_threshold`` on its map maximum, and so is a point from its score.
 
     Example::
 
@@ -379,8 +423,84 @@ class FractureDetectionOperator(BundleInferenceOperator):
     # The bundle would write probability maps into its output folder, which here is temporary.
     default_overrides = {"save_maps": False}
 
+    def finding_calls(self, record: Mapping[str, Any]) -> list[FindingCall]:
+        return fracture_calls(record, self.decision_threshold)
+
     def findings(self, record: Mapping[str, Any]) -> str:
         return fracture_findings(record, self.bundle_metadata.get("calibration"), self.decision_threshold)
+
+
+class MeasurementReportWriterOperator(Operator):
+    """Writes the inference's calls as a TID 1500 Comprehensive SR on the selected instance.
+
+    Named inputs:
+        ``result``: the result dict of a :class:`BundleInferenceOperator` (its ``calls``).
+        ``study_selected_series_list``: the selector's output; the first series' first instance is the image the
+        findings and points refer to, and its patient and study are copied.
+
+    File output ``<output_folder>/<SOPInstanceUID>.dcm``: the SR of
+    :func:`~cxrkd_monai.deploy.structured_report.measurement_report`, with the bundle's name and version as the
+    algorithm (TID 4019).
+
+    Args:
+        fragment: the application.
+        output_folder: where the SR is written (created).
+        model_info: the bundle's name and version (:attr:`BundleInferenceOperator.model_info`).
+        series_description: SeriesDescription of the SR.
+    """
+
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        output_folder: str | Path,
+        model_info: ModelInfo,
+        series_description: str | None = None,
+        **kwargs,
+    ) -> None:
+        self.output_folder = Path(output_folder)
+        self.model_info = model_info
+        self.series_description = series_description
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("result")
+        spec.input("study_selected_series_list")
+
+    def compute(self, op_input, op_output, context) -> None:
+        result = op_input.receive("result")
+        series = first_selected_series(op_input.receive("study_selected_series_list"))
+        instance = series.get_sop_instances()[0].get_native_sop_instance()
+        report = measurement_report(
+            instance,
+            [FindingCall.from_dict(call) for call in result["calls"]],
+            algorithm_name=self.model_info.name,
+            algorithm_version=self.model_info.version,
+            series_number=random_with_n_digits(4),
+            series_description=self.series_description,
+        )
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        path = self.output_folder / f"{report.SOPInstanceUID}.dcm"
+        report.save_as(path, enforce_file_format=True)
+        logger.info("%s: wrote %s", self.name, path)
+
+
+class FindingsTextSRWriterOperator(DICOMTextSRWriterOperator):
+    """``DICOMTextSRWriterOperator`` fed by a :class:`BundleInferenceOperator`: a Basic Text SR of its findings text.
+
+    Named inputs ``result`` (the inference's result dict, whose ``findings`` text is written) and
+    ``study_selected_series_list`` (patient and study copied from its first series); other arguments as
+    ``DICOMTextSRWriterOperator``.
+    """
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("result")
+        spec.input(self.input_name_dcm_series).condition(ConditionType.NONE)
+
+    def compute(self, op_input, op_output, context) -> None:
+        result = op_input.receive("result")
+        series = first_selected_series(op_input.receive(self.input_name_dcm_series))
+        self.write(result["findings"], series, self.output_folder)
 
 
 def single_frame_size(image: Image) -> tuple[int, int]:
@@ -403,18 +523,6 @@ def single_frame_size(image: Image) -> tuple[int, int]:
     return width, height
 
 
-def first_selected_series(study_selected_series: Sequence[StudySelectedSeries]):
-    """The first selected ``DICOMSeries`` of the selector's output.
-
-    Raises:
-        NoMatchingSeriesError: nothing was selected.
-    """
-    for study in study_selected_series or []:
-        for selected in study.selected_series:
-            return selected.series
-    raise NoMatchingSeriesError("No matching series: the series selector selected nothing.")
-
-
 def instance_file(dataset, work_dir: Path) -> Path:
     """The DICOM file of a SOP instance: its source file, or a copy written to ``work_dir`` when it has none.
 
@@ -435,12 +543,21 @@ def add_chest_radiograph_flow(
     input_folder: str | Path,
     output_folder: str | Path,
     series_description: str = "AI findings, not for clinical use",
+    sr_format: str | None = None,
 ) -> None:
     """Adds the DICOM chain around ``inference`` to ``app`` (call from ``compose``).
 
     ``DICOMDataLoaderOperator`` (runs once) → :class:`ChestRadiographSelectorOperator` →
-    ``DICOMSeriesToVolumeOperator`` → ``inference`` → ``DICOMTextSRWriterOperator``, which copies the patient and
-    study of the selected series into a Basic Text SR in ``output_folder``.
+    ``DICOMSeriesToVolumeOperator`` → ``inference`` → an SR writer, which copies the patient and study of the
+    selected series into an SR in ``output_folder``: :class:`MeasurementReportWriterOperator` (``"tid1500"``) or
+    :class:`FindingsTextSRWriterOperator` (``"text"``).
+
+    Args:
+        sr_format: one of :data:`SR_FORMATS`; ``None`` reads the :data:`SR_FORMAT_ENV` environment variable
+            (``tid1500`` when unset), so that a packaged app is switched without a rebuild.
+
+    Raises:
+        ValueError: an unknown SR format, naming it and where it came from.
 
     Example::
 
@@ -454,20 +571,33 @@ def add_chest_radiograph_flow(
     loader = DICOMDataLoaderOperator(
         app, CountCondition(app, 1), input_folder=Path(input_folder), name="study_loader_op"
     )
+    source = "sr_format" if sr_format is not None else SR_FORMAT_ENV
+    sr_format = sr_format if sr_format is not None else os.environ.get(SR_FORMAT_ENV, "tid1500")
+    if sr_format not in SR_FORMATS:
+        raise ValueError(f"{source} is {sr_format!r}; expected one of {SR_FORMATS}.")
     selector = ChestRadiographSelectorOperator(app, name="series_selector_op")
     to_volume = DICOMSeriesToVolumeOperator(app, name="series_to_volume_op")
-    sr_writer = DICOMTextSRWriterOperator(
-        app,
-        output_folder=Path(output_folder),
-        model_info=inference.model_info,
-        copy_tags=True,
-        custom_tags={"SeriesDescription": series_description},
-        name="sr_writer_op",
-    )
+    if sr_format == "tid1500":
+        sr_writer = MeasurementReportWriterOperator(
+            app,
+            output_folder=Path(output_folder),
+            model_info=inference.model_info,
+            series_description=series_description,
+            name="sr_writer_op",
+        )
+    else:
+        sr_writer = FindingsTextSRWriterOperator(
+            app,
+            output_folder=Path(output_folder),
+            model_info=inference.model_info,
+            copy_tags=True,
+            custom_tags={"SeriesDescription": series_description},
+            name="sr_writer_op",
+        )
     series = {("study_selected_series_list", "study_selected_series_list")}
     app.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
     app.add_flow(selector, to_volume, series)
     app.add_flow(to_volume, inference, {("image", "image")})
     app.add_flow(selector, inference, series)
-    app.add_flow(inference, sr_writer, {("text", "text")})
+    app.add_flow(inference, sr_writer, {("result", "result")})
     app.add_flow(selector, sr_writer, series)

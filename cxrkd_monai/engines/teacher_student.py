@@ -89,7 +89,7 @@ class TeacherStudentTrainer(SupervisedTrainer):
     ``dp_teacher`` and ``dp_target`` are zeros for the others. As in MONAI's ``SupervisedTrainer`` the output
     (and the batch) are decollated after each iteration by default, into one dict per image with ``loss``
     repeated in each, so ``monai.handlers.from_engine(["loss"], first=True)`` picks the loss.
-    :class:`~cxrkd_monai.metrics.PseudoPositiveRate` reads the ``dp_*`` entries.
+    :class:`~cxrkd_monai.handlers.PseudoPositiveRate` reads the ``dp_*`` entries.
 
     Args:
         device: device to train on.

@@ -34,9 +34,9 @@ class BootstrapIntervals:
     recomputed on resamples of the images it accumulated, with the function that computed it, and so are its
     per-class values:
 
-    - the masked multi-label metrics (:class:`~cxrkd_monai.metrics.MaskedMultiLabelHandler`: ``val_macro_auroc``,
+    - the masked multi-label metrics (:class:`~cxrkd_monai.handlers.MaskedMultiLabelHandler`: ``val_macro_auroc``,
       ``micro_auroc``, ``macro_f1_at_0.5``, ``ece``, ...) with the same threshold, bins and observed labels;
-    - the FROC score (:class:`~cxrkd_monai.metrics.FROCScore`, ``val_froc`` and ``val_froc_<type>``), each image
+    - the FROC score (:class:`~cxrkd_monai.handlers.FROCScore`, ``val_froc`` and ``val_froc_<type>``), each image
       matched to its lesions once.
 
     The images of one patient (``group_key`` of each batch item, ``patient_id`` in the datalists) enter and leave a

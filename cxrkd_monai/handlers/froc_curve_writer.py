@@ -1,4 +1,4 @@
-"""Ignite handler that writes the FROC curves of a :class:`~cxrkd_monai.metrics.FROCScore` to CSV (rank 0)."""
+"""Ignite handler that writes the FROC curves of a :class:`~cxrkd_monai.handlers.FROCScore` to CSV (rank 0)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
+from cxrkd_monai.handlers.froc_score import FROCScore
 from cxrkd_monai.metrics.froc import froc_curve_rows
-from cxrkd_monai.metrics.froc_score import FROCScore
 from cxrkd_monai.utils.distributed import is_rank0
 
 __all__ = ["FROCCurveWriter"]

@@ -1,4 +1,8 @@
-"""ONNX Runtime as the CPU inference backend of a bundle network, or of its expensive submodule."""
+"""ONNX Runtime as the CPU inference backend of a bundle network, or of its expensive submodule.
+
+``onnx`` (the exporter's protobuf writer) and ``onnxruntime`` come with the extra ``onnx`` and are imported when
+the backend is used, so ``import cxrkd_monai`` and the PyTorch backend work without them.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,16 @@ import io
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import onnxruntime
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
+
+from cxrkd_monai.utils.optional_imports import import_from_extra
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 __all__ = ["BACKENDS", "OnnxRuntimeBackend", "OnnxRuntimeModule", "export_to_onnxruntime"]
 
@@ -87,6 +96,8 @@ class OnnxRuntimeBackend:
     Raises:
         ValueError: at construction, naming an invalid ``input_shape``, ``backend`` or ``tolerance``.
         AttributeError: at ``STARTED``, ``submodule`` is not a submodule of the network.
+        ImportError: at ``STARTED`` with ``backend="onnxruntime"``, ``onnx`` or ``onnxruntime`` is not installed
+            (extra ``onnx``).
         TypeError: at ``STARTED``, the network is TorchScript (``torch.jit.load`` of a ``model.ts``): the exporter
             cannot lower its graph, and its compiled code would not call a replaced submodule.
         ValueError: at ``STARTED``, the (sub)module does not return one tensor, or ONNX Runtime differs from
@@ -198,9 +209,13 @@ def export_to_onnxruntime(
         the ONNX Runtime module and its largest ``|ONNX Runtime - PyTorch|`` on the check input.
 
     Raises:
+        ImportError: ``onnx`` or ``onnxruntime`` is not installed, naming the extra ``onnx``.
         ValueError: ``module`` does not return one tensor, or ONNX Runtime differs from PyTorch (in shape, or by more
             than ``tolerance``), naming ``name`` and the difference.
     """
+    purpose = f"The ONNX Runtime backend of {name} (inference_backend 'onnxruntime'; 'pytorch' needs no extra)"
+    import_from_extra("onnx", "onnx", purpose)
+    onnxruntime = import_from_extra("onnxruntime", "onnx", purpose)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     # A private generator keeps the global RNG, and so the inferer's seeded draws, untouched.
     generator = torch.Generator().manual_seed(0)

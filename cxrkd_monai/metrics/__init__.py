@@ -1,4 +1,4 @@
-from .auroc import AUROC_AVERAGES, MultiLabelAUROC, MultiLabelAUROCMetric, micro_auroc, per_class_auroc
+from .auroc import AUROC_AVERAGES, MultiLabelAUROCMetric, micro_auroc, per_class_auroc
 from .bootstrap import (
     BootstrapInterval,
     auroc_difference_intervals,
@@ -12,11 +12,11 @@ from .bootstrap import (
     patient_bootstrap_interval,
     resample_indices,
 )
-from .calibration import MultiLabelECE, MultiLabelECEMetric, expected_calibration_error
-from .f1 import F1_AVERAGES, MultiLabelF1, MultiLabelF1Metric, micro_f1, per_class_f1
+from .calibration import MultiLabelECEMetric, expected_calibration_error
+from .calibration_fitting import fit_calibration
+from .f1 import F1_AVERAGES, MultiLabelF1Metric, micro_f1, per_class_f1
 from .froc import FROCMetric, froc_curve_rows
-from .froc_score import FROCScore
-from .masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
+from .masked import MaskedMultiLabelMetric, observed_entries
 from .operating_points import (
     OPERATING_POINT_RULES,
     LesionOperatingPoint,
@@ -25,5 +25,4 @@ from .operating_points import (
     select_operating_point,
     select_operating_points,
 )
-from .pseudo_positive_rate import PseudoPositiveRate, dp_maps
 from .temperature_scaling import TemperatureFit, binary_nll, fit_temperature

@@ -1,18 +1,18 @@
-"""Multi-label AUROC over the observed labels: per class, macro and micro, as an Ignite metric handler."""
+"""Multi-label AUROC over the observed labels: per class, macro and micro."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
+from cxrkd_monai.metrics.masked import MaskedMultiLabelMetric, observed_entries
 from cxrkd_monai.metrics.rank_auroc import rank_auroc
 
-__all__ = ["AUROC_AVERAGES", "MultiLabelAUROC", "MultiLabelAUROCMetric", "micro_auroc", "per_class_auroc"]
+__all__ = ["AUROC_AVERAGES", "MultiLabelAUROCMetric", "micro_auroc", "per_class_auroc"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,27 +77,3 @@ class MultiLabelAUROCMetric(MaskedMultiLabelMetric):
             logger.warning("AUROC undefined (one label value only) for %s; left out of the macro mean.", undefined)
         defined = [v for v in values if not math.isnan(v)]
         return float(np.mean(defined)) if defined else math.nan
-
-
-class MultiLabelAUROC(MaskedMultiLabelHandler):
-    """Ignite handler for :class:`MultiLabelAUROCMetric`.
-
-    Its value (``engine.state.metrics[name]``) is the macro (or micro) AUROC; the macro handler also stores
-    ``engine.state.metrics[f"{name}_{class_name}"]`` for every class.
-
-    Example (bundle JSON)::
-
-        "val_macro_auroc": {"_target_": "cxrkd_monai.metrics.MultiLabelAUROC",
-                            "class_names": "@class_names",
-                            "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
-                            "mask_transform": "$monai.handlers.from_engine(['label_mask'])"}
-    """
-
-    def __init__(
-        self,
-        class_names: Sequence[str],
-        average: str = "macro",
-        output_transform: Callable = lambda x: x,
-        mask_transform: Callable | None = None,
-    ) -> None:
-        super().__init__(MultiLabelAUROCMetric(class_names, average), output_transform, mask_transform)

@@ -1,15 +1,13 @@
-"""Expected calibration error of multi-label probabilities over the observed labels, as an Ignite handler."""
+"""Expected calibration error of multi-label probabilities over the observed labels."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
+from cxrkd_monai.metrics.masked import MaskedMultiLabelMetric, observed_entries
 
-__all__ = ["MultiLabelECE", "MultiLabelECEMetric", "expected_calibration_error"]
+__all__ = ["MultiLabelECEMetric", "expected_calibration_error"]
 
 
 def expected_calibration_error(
@@ -55,12 +53,3 @@ class MultiLabelECEMetric(MaskedMultiLabelMetric):
 
     def compute_observed(self, scores: np.ndarray, labels: np.ndarray, observed: np.ndarray) -> float:
         return expected_calibration_error(scores, labels, self.num_bins, observed)
-
-
-class MultiLabelECE(MaskedMultiLabelHandler):
-    """Ignite handler for :class:`MultiLabelECEMetric` (lower is better); see :class:`MaskedMultiLabelHandler`."""
-
-    def __init__(
-        self, num_bins: int = 10, output_transform: Callable = lambda x: x, mask_transform: Callable | None = None
-    ) -> None:
-        super().__init__(MultiLabelECEMetric(num_bins), output_transform, mask_transform)

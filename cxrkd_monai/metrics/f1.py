@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from cxrkd_monai.metrics.masked import MaskedMultiLabelHandler, MaskedMultiLabelMetric, observed_entries
+from cxrkd_monai.metrics.masked import MaskedMultiLabelMetric, observed_entries
 
-__all__ = ["F1_AVERAGES", "MultiLabelF1", "MultiLabelF1Metric", "micro_f1", "per_class_f1"]
+__all__ = ["F1_AVERAGES", "MultiLabelF1Metric", "micro_f1", "per_class_f1"]
 
 F1_AVERAGES = ("macro", "micro")
 
@@ -85,25 +85,3 @@ class MultiLabelF1Metric(MaskedMultiLabelMetric):
         self.per_class = dict(zip(self.class_names, values))
         defined = [v for v in values if not math.isnan(v)]
         return float(np.mean(defined)) if defined else math.nan
-
-
-class MultiLabelF1(MaskedMultiLabelHandler):
-    """Ignite handler for :class:`MultiLabelF1Metric`; the macro handler also stores per-class values.
-
-    Example (bundle JSON)::
-
-        "macro_f1_at_0.5": {"_target_": "cxrkd_monai.metrics.f1.MultiLabelF1", "class_names": "@class_names",
-                            "average": "macro", "threshold": 0.5,
-                            "output_transform": "$monai.handlers.from_engine(['pred_prob', 'label'])",
-                            "mask_transform": "$monai.handlers.from_engine(['label_mask'])"}
-    """
-
-    def __init__(
-        self,
-        class_names: Sequence[str],
-        average: str = "macro",
-        threshold: float = 0.5,
-        output_transform: Callable = lambda x: x,
-        mask_transform: Callable | None = None,
-    ) -> None:
-        super().__init__(MultiLabelF1Metric(class_names, average, threshold), output_transform, mask_transform)

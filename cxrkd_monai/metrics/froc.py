@@ -60,7 +60,7 @@ class FROCMetric:
     diagonal away from the lesion they mark; on a large radiograph that is more than ``point_radius`` and
     more than a small box's half-size. ``update(..., min_hit_radius=...)`` therefore also counts a
     detection within ``min_hit_radius`` of a lesion's centre (point or box centre) as a hit, so a perfectly
-    placed detection is never a miss (:class:`~cxrkd_monai.metrics.FROCScore` passes
+    placed detection is never a miss (:class:`~cxrkd_monai.handlers.FROCScore` passes
     the half-diagonal of each image's map pixel). Detections are matched in order of decreasing score: a
     detection hitting a lesion not yet found is that lesion's true positive (the nearest such lesion when it
     hits several), one that only hits lesions already found is ignored, and one that hits no lesion is a

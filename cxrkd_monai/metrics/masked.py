@@ -1,22 +1,21 @@
-"""Multi-label metrics over the observed entries only: the shared accumulation and the Ignite handler.
+"""Multi-label metrics over the observed entries only: the shared accumulation.
 
 A multi-label dataset does not observe every label of every image (``label_mask`` is 0 where a label is
-unknown, see :mod:`cxrkd_monai.data.labels`). The loss leaves those entries out, and so does every metric
-built here: a masked entry is neither a positive nor a negative, whatever value its label holds.
+unknown, see :mod:`cxrkd_monai.prepare.labels`). The loss leaves those entries out, and so does every metric
+built here: a masked entry is neither a positive nor a negative, whatever value its label holds. The Ignite handler of
+these metrics is :class:`~cxrkd_monai.handlers.MaskedMultiLabelHandler`.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from ignite.metrics.metric import reinit__is_reduced
-from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 
-__all__ = ["MaskedMultiLabelHandler", "MaskedMultiLabelMetric", "observed_entries"]
+__all__ = ["MaskedMultiLabelMetric", "as_batch", "observed_entries"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -46,7 +45,7 @@ def observed_entries(
     return scores, labels, mask > 0.5
 
 
-def _as_batch(values: ArrayLike | Sequence[ArrayLike]) -> torch.Tensor:
+def as_batch(values: ArrayLike | Sequence[ArrayLike]) -> torch.Tensor:
     """A ``(B, C)`` float tensor from a batch tensor or from a decollated list of ``(C,)`` items."""
     if isinstance(values, (list, tuple)):
         return torch.stack([torch.as_tensor(v) for v in values]).float()
@@ -75,8 +74,8 @@ class MaskedMultiLabelMetric(CumulativeIterationMetric):
     def _compute_tensor(
         self, y_pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y_pred, y = _as_batch(y_pred), _as_batch(y)
-        mask = torch.ones_like(y) if mask is None else _as_batch(mask).to(y.device)
+        y_pred, y = as_batch(y_pred), as_batch(y)
+        mask = torch.ones_like(y) if mask is None else as_batch(mask).to(y.device)
         name = type(self).__name__
         if y_pred.shape != y.shape or mask.shape != y.shape:
             raise ValueError(
@@ -97,73 +96,3 @@ class MaskedMultiLabelMetric(CumulativeIterationMetric):
     @abstractmethod
     def compute_observed(self, scores: np.ndarray, labels: np.ndarray, observed: np.ndarray) -> float:
         """The metric of ``scores`` against ``labels`` over the ``observed`` entries, all ``(N, C)``."""
-
-
-class MaskedMultiLabelHandler(IgniteMetricHandler):
-    """Ignite handler for a :class:`MaskedMultiLabelMetric`.
-
-    ``output_transform`` takes ``engine.state.output`` to ``(pred, label)``; ``mask_transform`` takes
-    ``engine.state.batch`` to the label mask, because evaluators put the prediction and label in their output but
-    leave the rest of the batch where it is. Without ``mask_transform`` every entry is observed (or
-    ``output_transform`` may return ``(pred, label, mask)`` itself). Batch tensors and decollated lists are both
-    accepted. At completion, per-class values are stored as ``engine.state.metrics[f"{name}_{class_name}"]`` so
-    that stats, TensorBoard and metric writers see them.
-
-    Args:
-        metric_fn: the metric.
-        output_transform: ``engine.state.output`` -> ``(pred, label)``.
-        mask_transform: ``engine.state.batch`` -> ``mask``, e.g.
-            ``monai.handlers.from_engine(['label_mask'])``.
-    """
-
-    def __init__(
-        self,
-        metric_fn: MaskedMultiLabelMetric,
-        output_transform: Callable = lambda x: x,
-        mask_transform: Callable | None = None,
-    ) -> None:
-        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=False)
-        self.mask_transform = mask_transform
-
-    @torch.no_grad()
-    def iteration_completed(self, engine) -> None:
-        output = tuple(self._output_transform(engine.state.output))
-        if self.mask_transform is not None:
-            if len(output) != 2:
-                raise ValueError(
-                    f"With mask_transform set, output_transform must give (pred, label), got {len(output)} items."
-                )
-            output = (*output, self.mask_transform(engine.state.batch))
-        self.update(output)
-
-    @reinit__is_reduced
-    def update(self, output: Sequence) -> None:
-        if len(output) not in (2, 3):
-            raise ValueError(f"output must be (pred, label) or (pred, label, mask), got {len(output)} items.")
-        y_pred, y, *mask = output
-        self.metric_fn(_as_batch(y_pred), _as_batch(y), mask=_as_batch(mask[0]) if mask else None)
-
-    def completed(self, engine, name: str) -> None:
-        super().completed(engine, name)
-        for class_name, value in self.metric_fn.per_class.items():
-            engine.state.metrics[f"{name}_{class_name}"] = value
-
-    def bootstrap_statistic(self, name: str) -> tuple[int, Callable[[np.ndarray], dict[str, float]]]:
-        """The number of images accumulated and a function of image indices giving the metric on them.
-
-        The function takes an int array of indices (``(n,)``, repeats allowed) and returns the values
-        :meth:`completed` reports, ``{name: value, f"{name}_{class_name}": per-class value}``, computed as at
-        completion (the same threshold, bins and observed labels). The metric's ``per_class`` of the full
-        evaluation is restored after each call. The images are this process's only.
-        """
-        metric = self.metric_fn
-        scores, labels, observed = observed_entries(*metric.get_buffer())
-
-        def statistic(index: np.ndarray) -> dict[str, float]:
-            reported = dict(metric.per_class)
-            value = metric.compute_observed(scores[index], labels[index], observed[index])
-            resampled = {f"{name}_{c}": v for c, v in metric.per_class.items()}
-            metric.per_class = reported
-            return {name: value, **resampled}
-
-        return len(scores), statistic

@@ -42,7 +42,7 @@ def read_test_truth(
     """Ground truth of each image of the datalist's ``split``, keyed by resolved image path, in original pixels.
 
     ``image_size`` and ``output_stride`` are the bundle's: they give the letterbox of each image and so the
-    hit radius :class:`~cxrkd_monai.metrics.FROCScore` uses.
+    hit radius :class:`~cxrkd_monai.handlers.FROCScore` uses.
     """
     images = {}
     map_shape = (image_size // output_stride, image_size // output_stride)

@@ -1,7 +1,7 @@
 """Epoch-level scalars of a training run, read back from its TensorBoard event files.
 
 The fracture bundle's stage-2 trainer records its sharpening statistics per epoch (``pseudo_positive_rate``,
-``dp_raised_fraction``, ``dp_positive_area``, see :class:`~cxrkd_monai.metrics.PseudoPositiveRate`) through MONAI's
+``dp_raised_fraction``, ``dp_positive_area``, see :class:`~cxrkd_monai.handlers.PseudoPositiveRate`) through MONAI's
 ``TensorBoardStatsHandler`` in its ``output_dir``; the report plots them over the epochs.
 """
 

@@ -1,4 +1,4 @@
-"""MONAI Deploy app: chest radiograph (DICOM CR/DX) → AALS fracture detection → DICOM Basic Text SR + JSON.
+"""MONAI Deploy app: chest radiograph (DICOM CR/DX) → AALS fracture detection → DICOM SR (TID 1500) + JSON.
 
 Run locally from the repository root (``-m``: the ``cxr_aals_fracture_detection`` bundle folder with its weights)::
 
@@ -18,14 +18,15 @@ class CXRFractureDetectionApp(Application):
     """Rib and clavicle fracture probabilities and points of the AALS bundle for one chest radiograph series.
 
     Inputs come from ``-i/-o/-m`` or ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and ``HOLOSCAN_MODEL_PATH``.
-    Outputs in the output folder: ``<SOPInstanceUID>.dcm`` (Basic Text SR, patient and study copied from the
-    input series; points in original-image pixels, x = column, y = row) and ``result.json`` (the bundle's
-    prediction record and the findings text).
+    Outputs in the output folder: ``<SOPInstanceUID>.dcm`` (TID 1500 Comprehensive SR, patient and study copied
+    from the input series: each type's code, probability and call, and each called point as an SCOORD POINT on
+    the input image; a Basic Text SR with ``CXRKD_SR_FORMAT=text``) and ``result.json`` (the bundle's prediction
+    record, the findings text and the calls).
     """
 
     name = "cxr_fracture_app"
     description = "Chest X-ray rib and clavicle fracture detection (AALS bundle)."
-    version = "0.1.0"
+    version = "0.2.0"
 
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)

@@ -1,4 +1,4 @@
-"""MONAI Deploy app: chest radiograph (DICOM CR/DX) → VKD multi-label classification → DICOM Basic Text SR + JSON.
+"""MONAI Deploy app: chest radiograph (DICOM CR/DX) → VKD multi-label classification → DICOM SR (TID 1500) + JSON.
 
 Run locally from the repository root (``-m``: the ``cxr_vkd_classification`` bundle folder with its weights)::
 
@@ -18,13 +18,14 @@ class CXRVKDClassificationApp(Application):
     """Per-class probabilities and Monte Carlo uncertainty of the VKD bundle for one chest radiograph series.
 
     Inputs come from ``-i/-o/-m`` or ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and ``HOLOSCAN_MODEL_PATH``.
-    Outputs in the output folder: ``<SOPInstanceUID>.dcm`` (Basic Text SR, patient and study copied from the
-    input series) and ``result.json`` (the bundle's prediction record and the findings text).
+    Outputs in the output folder: ``<SOPInstanceUID>.dcm`` (TID 1500 Comprehensive SR, patient and study copied
+    from the input series: each class's code, probability and call; a Basic Text SR with
+    ``CXRKD_SR_FORMAT=text``) and ``result.json`` (the bundle's prediction record, the findings text and the calls).
     """
 
     name = "cxr_vkd_app"
     description = "Chest X-ray multi-label classification with uncertainty (VKD bundle)."
-    version = "0.1.0"
+    version = "0.2.0"
 
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)

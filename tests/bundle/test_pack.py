@@ -19,7 +19,6 @@ from tests.conftest import config_workflow
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"
-RELEASE_URL = "https://github.com/cxrkd-monai/cxrkd-monai/releases/download/v0.1.0/"
 
 
 def test_pack_writes_one_bundle_folder_without_weights(tmp_path):
@@ -80,25 +79,15 @@ def test_archive_that_is_not_one_bundle_fails_clearly(tmp_path, members, message
 
 
 @pytest.mark.parametrize("bundle", ["cxr_vkd_classification", "cxr_aals_fracture_detection"])
-def test_large_files_name_release_urls_without_invented_hashes(bundle):
-    large_files = BUNDLES / bundle / "large_files.yml"
-    entries = yaml.safe_load(large_files.read_text())["large_files"]
-    assert {entry["path"] for entry in entries} >= {"models/model.pt"}
-    for entry in entries:
-        assert set(entry) == {"path", "url", "hash_val", "hash_type"}
-        assert entry["url"] == RELEASE_URL + f"{bundle}_{Path(entry['path']).name}"
-        assert entry["hash_type"] == "sha256" and entry["hash_val"] == ""
+def test_large_files_point_at_no_release_while_none_is_published(bundle):
+    """No weights are released: the list is empty, so nothing points at a missing release or lacks a hash."""
+    assert yaml.safe_load((BUNDLES / bundle / "large_files.yml").read_text()) == {"large_files": []}
 
 
 def local_large_files(bundle: Path, weights: Path, hash_val: str) -> None:
-    """Points the bundle's large_files.yml at a local file, as a release would point at an uploaded asset."""
-    spec = yaml.safe_load((bundle / "large_files.yml").read_text())
-    spec["large_files"] = [
-        {**entry, "url": weights.as_uri(), "hash_val": hash_val}
-        for entry in spec["large_files"]
-        if entry["path"] == "models/model.pt"
-    ]
-    (bundle / "large_files.yml").write_text(yaml.safe_dump(spec))
+    """Lists a local file as the bundle's weights, as a release would list an uploaded asset."""
+    entry = {"path": "models/model.pt", "url": weights.as_uri(), "hash_val": hash_val, "hash_type": "sha256"}
+    (bundle / "large_files.yml").write_text(yaml.safe_dump({"large_files": [entry]}))
 
 
 def test_large_files_format_is_what_monai_downloads(tmp_path):

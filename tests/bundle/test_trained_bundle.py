@@ -8,15 +8,23 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.data import load_net_with_metadata
+from packaging.version import Version
 
-from cxrkd_monai.bundle.trained_bundle import check_exported_bundle, export_trained_bundle, merge_config_overrides
-from tests.handlers.test_onnx_backend import TINY
+from cxrkd_monai.bundle.trained_bundle import (
+    check_exported_bundle,
+    export_trained_bundle,
+    exported_version,
+    merge_config_overrides,
+)
+from tests.conftest import TINY_INFERENCE
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 VKD = BUNDLES / "cxr_vkd_classification"
 FRACTURE = BUNDLES / "cxr_aals_fracture_detection"
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Fracture"]
-TINY_ENCODER = {key: value for key, value in TINY["cxr_vkd_classification"].items() if key.startswith("network_def")}
+TINY_ENCODER = {
+    key: value for key, value in TINY_INFERENCE["cxr_vkd_classification"].items() if key.startswith("network_def")
+}
 VKD_RUN = {"class_names": CLASSES, "image_size": [32, 32], "latent_dim": 8, "pretrained": False, **TINY_ENCODER}
 FRACTURE_RUN = {"image_size": [64, 64], "layers": [1, 1, 1, 1], "block_inplanes": [8, 16, 32, 64], "fpn_channels": 8}
 
@@ -75,7 +83,15 @@ def test_vkd_export_loads_its_weights_and_describes_them(tmp_path):
     assert metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
     assert metadata["eval_metrics"] == {"synthetic_demo_test_macro_auroc": 0.75}
     assert metadata["data_source"] == "synthetic radiographs"
-    assert metadata["version"] == load_config(VKD, "metadata.json")["version"]
+    source_version = load_config(VKD, "metadata.json")["version"]
+    assert metadata["version"] == f"{source_version}+trained.3c32px"
+    assert list(metadata["changelog"])[:2] == [metadata["version"], source_version]
+    card = (bundle / "docs" / "README.md").read_text()
+    assert card.startswith(f"# CXR VKD classification: exported bundle {source_version}+trained.3c32px\n")
+    assert "| classes | 3: `Cardiomegaly`, `Pleural Effusion`, `Fracture` |" in card
+    assert "| input | 32 x 32 px (`image_size`), one channel |" in card
+    assert "| eval_metrics | synthetic_demo_test_macro_auroc 0.750 |" in card
+    assert card.endswith((VKD / "docs" / "README.md").read_text())  # the source card follows, unchanged
 
     saved = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert saved.keys() == state.keys() and all(torch.equal(saved[key], state[key]) for key in state)
@@ -85,10 +101,22 @@ def test_vkd_export_loads_its_weights_and_describes_them(tmp_path):
         assert scripted(torch.rand(1, 1, 32, 32)).shape == (1, 3)
 
 
+def test_exported_version_is_a_local_version_naming_classes_and_size():
+    assert exported_version("0.2.0", "demo", ["a"] * 6, [96, 96]) == "0.2.0+demo.6c96px"
+    assert exported_version("0.2.0", "run7", ["a", "b"], [96, 128]) == "0.2.0+run7.2c96x128px"
+    assert Version("0.2.0+demo.6c96px").local == "demo.6c96px"  # PEP 440, as pip and MONAI compare versions
+    with pytest.raises(ValueError, match="letters and digits only, got 'demo run'"):
+        exported_version("0.2.0", "demo run", ["a"], [96, 96])
+
+
 def test_fracture_export_keeps_the_map_shape_expression(tmp_path):
     trained_checkpoint(FRACTURE, FRACTURE_RUN, tmp_path / "student_aals.pt")
-    bundle = export_trained_bundle(FRACTURE, tmp_path / FRACTURE.name, tmp_path / "student_aals.pt", FRACTURE_RUN)
+    bundle = export_trained_bundle(
+        FRACTURE, tmp_path / FRACTURE.name, tmp_path / "student_aals.pt", FRACTURE_RUN, version_label="demo"
+    )
     metadata = load_config(bundle, "metadata.json")
+    assert metadata["version"] == load_config(FRACTURE, "metadata.json")["version"] + "+demo.2c64px"
+    assert "| input | 64 x 64 px (`image_size`), one channel |" in (bundle / "docs" / "README.md").read_text()
     assert metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == ["32*n", "32*n"]
     assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {
         "0": "rib_fracture",

@@ -17,21 +17,22 @@ from monai.transforms import Compose, RandFlipd
 from monai.utils import TraceKeys, set_determinism
 from PIL import Image
 
-from cxrkd_monai.data import preprocessed_cache, preprocessed_store
-from cxrkd_monai.data.data_record import RECORD_MAGIC, decode_data
-from cxrkd_monai.data.dataset import ItemNamingCacheDataset
-from cxrkd_monai.data.preprocessed_cache import (
+from cxrkd_monai.data import (
     CachedPreprocessingd,
     PreprocessedCacheDataset,
     build_preprocessed_cache,
-    dequantise_image,
-    quantise_image,
+    cached_preprocessing,
+    preprocessed_cache_builder,
+    preprocessed_store,
 )
+from cxrkd_monai.data.data_record import RECORD_MAGIC, decode_data
+from cxrkd_monai.data.dataset import ItemNamingCacheDataset
+from cxrkd_monai.data.preprocessed_record import dequantise_image, quantise_image
 from cxrkd_monai.data.preprocessed_store import PreprocessedStore
 from cxrkd_monai.errors import UnreadableImageError
 from cxrkd_monai.transforms import Letterboxd, LoadCXRd
 from cxrkd_monai.transforms.fracture_annotations import EncodeFractureAnnotationsd
-from tests.data.test_data_record import assert_identical
+from tests.data.conftest import assert_identical
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CLASSES = ["rib_fracture", "clavicle_fracture"]
@@ -186,8 +187,8 @@ import os, sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}, {root!r}]
 from test_preprocessed_cache import letterbox_chain, make_items
-from cxrkd_monai.data import preprocessed_cache, preprocessed_store
-from cxrkd_monai.data.preprocessed_cache import CachedPreprocessingd, build_preprocessed_cache
+from cxrkd_monai.data import preprocessed_cache_builder, preprocessed_store
+from cxrkd_monai.data import CachedPreprocessingd, build_preprocessed_cache
 
 fsync, committed = os.fsync, []
 def fsync_then_pause_on_the_third_shard(descriptor):
@@ -198,7 +199,7 @@ def fsync_then_pause_on_the_third_shard(descriptor):
             print("paused", flush=True)
             sys.stdin.read()
 preprocessed_store.os.fsync = fsync_then_pause_on_the_third_shard
-preprocessed_cache.SHARD_SIZE = 2
+preprocessed_cache_builder.SHARD_SIZE = 2
 items = make_items(Path({images!r}), 6)
 build_preprocessed_cache(items, CachedPreprocessingd(letterbox_chain(), {cache!r}), progress=False)
 """
@@ -245,7 +246,7 @@ def corrupt_two_shards(store: PreprocessedStore) -> None:
 
 
 def test_truncated_or_corrupted_entries_are_rebuilt_never_read(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(preprocessed_cache, "SHARD_SIZE", 1)
+    monkeypatch.setattr(preprocessed_cache_builder, "SHARD_SIZE", 1)
     items = make_items(tmp_path / "images", 3)
     chain = letterbox_chain()
     assert build_preprocessed_cache(items, CachedPreprocessingd(chain, tmp_path / "cache"), progress=False).built == 3
@@ -263,7 +264,7 @@ def test_truncated_or_corrupted_entries_are_rebuilt_never_read(tmp_path, monkeyp
 
 
 def test_verifying_build_rebuilds_corrupt_entries_and_counts_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(preprocessed_cache, "SHARD_SIZE", 1)
+    monkeypatch.setattr(preprocessed_cache_builder, "SHARD_SIZE", 1)
     items = make_items(tmp_path / "images", 3)
     cached = CachedPreprocessingd(letterbox_chain(), tmp_path / "cache")
     build_preprocessed_cache(items, cached, progress=False)
@@ -306,7 +307,7 @@ def test_edits_rebuild_exactly_the_affected_entries(tmp_path):
 
 def test_build_in_chunks_builds_each_entry_once_and_counts_across_chunks(tmp_path, monkeypatch):
     """Chunks of 3 items; the same image listed under several names lands in different chunks."""
-    monkeypatch.setattr(preprocessed_cache, "BUILD_CHUNK_ITEMS", 3)
+    monkeypatch.setattr(preprocessed_cache_builder, "BUILD_CHUNK_ITEMS", 3)
     sources = make_items(tmp_path / "images", 4)
     items = [dict(sources[index % 4]) for index in range(10)]  # items 4-9 repeat the four sources
     cached = CachedPreprocessingd(letterbox_chain(), tmp_path / "cache")
@@ -316,7 +317,7 @@ def test_build_in_chunks_builds_each_entry_once_and_counts_across_chunks(tmp_pat
     again = build_preprocessed_cache(items, cached, progress=False)
     assert (again.entries, again.built, again.reused, again.hashed) == (4, 0, 4, 0)
     unchunked = CachedPreprocessingd(letterbox_chain(), tmp_path / "unchunked")
-    monkeypatch.setattr(preprocessed_cache, "BUILD_CHUNK_ITEMS", 1000)
+    monkeypatch.setattr(preprocessed_cache_builder, "BUILD_CHUNK_ITEMS", 1000)
     build_preprocessed_cache(items, unchunked, progress=False)
     assert records(tmp_path / "cache", cached, sources) == records(tmp_path / "unchunked", unchunked, sources)
 
@@ -502,12 +503,12 @@ def test_a_cache_of_the_old_pickle_format_is_not_read_and_is_rebuilt(tmp_path, m
     chain, marker = letterbox_chain(), tmp_path / "marker"
     with monkeypatch.context() as old_version:  # the layout of format 1, whose records were pickles
         old_version.setattr(preprocessed_store, "FORMAT_VERSION", 1)
-        old_version.setattr(preprocessed_cache, "FORMAT_VERSION", 1)
+        old_version.setattr(cached_preprocessing, "FORMAT_VERSION", 1)
         old = CachedPreprocessingd(chain, tmp_path / "cache")
         old.store.write_shard([(old.entry_key(item), planted_pickle(marker)) for item in items])
     assert old.store.entries_dir.name.startswith("v1-")
 
-    caplog.set_level("INFO", logger=preprocessed_cache.__name__)
+    caplog.set_level("INFO", logger=preprocessed_cache_builder.__name__)
     cached = CachedPreprocessingd(chain, tmp_path / "cache")
     assert cached.store.entries_dir.name.startswith(f"v{preprocessed_store.FORMAT_VERSION}-")
     report = build_preprocessed_cache(items, cached, progress=False)

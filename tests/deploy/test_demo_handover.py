@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import torch
 
+from cxrkd_monai.bundle import bundle_path
 from cxrkd_monai.bundle.trained_bundle import check_exported_bundle
 from cxrkd_monai.deploy.findings import fracture_findings
 from cxrkd_monai.transforms.calibration import Calibration, temperature_scale
@@ -101,6 +102,12 @@ def test_exported_bundles_pass_the_source_bundle_checks_and_label_their_figures_
     assert vkd_metadata["eval_metrics"]["synthetic_demo_test_macro_auroc"] == figures["vkd"]["vkd"]["val_macro_auroc"]
     assert list(vkd_metadata["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == class_names
     assert vkd_metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]
+    # its own version and card: the demo's classes and image size, not the source bundle's defaults
+    source = json.loads((bundle_path("cxr_vkd_classification") / "configs" / "metadata.json").read_text())
+    assert vkd_metadata["version"] == f"{source['version']}+demo.{len(class_names)}c64px"
+    card = (demo_dir / "bundles/cxr_vkd_classification/docs/README.md").read_text()
+    assert f"| classes | {len(class_names)}: {', '.join(f'`{name}`' for name in class_names)} |" in card
+    assert "| input | 64 x 64 px (`image_size`), one channel |" in card
     aals_metadata = json.loads((demo_dir / "bundles/cxr_aals_fracture_detection/configs/metadata.json").read_text())
     rib = figures["aals"]["student, AALS"]["val_auroc_rib_fracture"]
     assert aals_metadata["eval_metrics"]["synthetic_demo_test_rib_auroc"] == rib

@@ -1,6 +1,9 @@
 """The fracture findings text of the Deploy app's SR, from hand-made prediction records (no Deploy SDK needed)."""
 
-from cxrkd_monai.deploy.findings import fracture_findings
+import json
+from dataclasses import asdict
+
+from cxrkd_monai.deploy.findings import FindingCall, fracture_calls, fracture_findings, vkd_calls
 
 DETECTIONS = [
     {"class": "rib_fracture", "x": 412.5, "y": 230.0, "score": 0.0931, "called": True},
@@ -61,7 +64,7 @@ def test_a_negative_call_says_so():
     assert lines[2].startswith("rib_fracture: negative (probability 0.0931, calibrated 0.4000, threshold 0.5310;")
 
 
-def test_without_calibration_every_detection_is_listed_at_the_default_threshold():
+def test_without_calibration_only_points_at_the_default_threshold_are_listed():
     record = {key: RECORD[key] for key in ("image", "rib_fracture_probability", "clavicle_fracture_probability")}
     record["detections"] = [{k: v for k, v in d.items() if k != "called"} for d in DETECTIONS]
     assert fracture_findings(record, None, decision_threshold=0.05).splitlines() == [
@@ -69,6 +72,39 @@ def test_without_calibration_every_detection_is_listed_at_the_default_threshold(
         "Findings: rib_fracture",
         "rib_fracture: probability 0.0931",
         "clavicle_fracture: probability 0.0210",
+        # the map peak scoring 0.0402 is below the operating point: no point of a report that calls nothing there
         "rib_fracture point: x 412.5, y 230.0, score 0.0931",
-        "rib_fracture point: x 100.0, y 80.2, score 0.0402",
     ]
+    assert "point: x" not in fracture_findings(record, None, decision_threshold=0.5)
+
+
+def test_fracture_calls_take_the_calibrated_calls_and_called_points():
+    assert fracture_calls(RECORD) == [
+        FindingCall("rib_fracture", 0.0931, True, ((412.5, 230.0, 0.0931),)),
+        # no operating point for the type: no call, and no point called
+        FindingCall("clavicle_fracture", 0.021, None),
+    ]
+
+
+def test_fracture_calls_without_calibration_threshold_probabilities_and_points_alike():
+    record = {**{key: RECORD[key] for key in ("rib_fracture_probability", "clavicle_fracture_probability")}}
+    record["detections"] = [{k: v for k, v in d.items() if k != "called"} for d in DETECTIONS]
+    assert fracture_calls(record, decision_threshold=0.04) == [
+        FindingCall("rib_fracture", 0.0931, True, ((412.5, 230.0, 0.0931), (100.0, 80.25, 0.0402))),
+        FindingCall("clavicle_fracture", 0.021, False),
+    ]
+    assert fracture_calls(record, decision_threshold=0.0931)[0].points == ((412.5, 230.0, 0.0931),)
+    assert [call.present for call in fracture_calls(record)] == [False, False]
+
+
+def test_vkd_calls_use_the_record_calls_when_calibrated_and_the_threshold_otherwise():
+    record = {"image": "x.dcm", "prob_Edema": 0.7, "std_Edema": 0.1, "prob_Cardiomegaly": 0.2, "std_Cardiomegaly": 0.0}
+    assert vkd_calls(record) == [FindingCall("Edema", 0.7, True), FindingCall("Cardiomegaly", 0.2, False)]
+    assert [call.present for call in vkd_calls(record, decision_threshold=0.1)] == [True, True]
+    calibrated = {**record, "operating_point": "youden", "positive_Edema": 0.0, "positive_Cardiomegaly": None}
+    assert vkd_calls(calibrated) == [FindingCall("Edema", 0.7, False), FindingCall("Cardiomegaly", 0.2, None)]
+
+
+def test_a_call_survives_its_json_form():
+    call = fracture_calls(RECORD)[0]
+    assert FindingCall.from_dict(json.loads(json.dumps(asdict(call)))) == call

@@ -9,8 +9,8 @@ import torch
 
 from cxrkd_monai.engines.teacher_student import TeacherStudentTrainer, load_stage1_weights
 from cxrkd_monai.handlers.finite_loss import FiniteLossGuard
+from cxrkd_monai.handlers.pseudo_positive_rate import PseudoPositiveRate
 from cxrkd_monai.losses import masked_map_mean
-from cxrkd_monai.metrics.pseudo_positive_rate import PseudoPositiveRate
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 
 A0, THRESHOLD, WEIGHT, POS_WEIGHT = 4.0, 0.4, 0.5, 10.0

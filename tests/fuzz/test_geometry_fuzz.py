@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cxrkd_monai.transforms import Letterboxd, LetterboxGeometry
-from tests.transforms.test_geometry import assert_map_back_samples_pixel_centres
+from tests.conftest import assert_map_back_samples_pixel_centres
 
 GEOMETRY_CASES = 200
 MAX_RATIO = 40

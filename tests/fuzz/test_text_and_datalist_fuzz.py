@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cxrkd_monai.data.datalist import load_class_names, load_datalist
-from cxrkd_monai.data.reports import clean_report, extract_findings_impression, report_from_sections, split_sections
 from cxrkd_monai.errors import InvalidDatalistError, InvalidItemError
+from cxrkd_monai.prepare.reports import clean_report, extract_findings_impression, report_from_sections, split_sections
 
 REPORT_CASES, DATALIST_CASES = 200, 160
 

@@ -6,9 +6,10 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import from_engine
 
+from cxrkd_monai.handlers import FROCScore, MultiLabelAUROC, MultiLabelECE
 from cxrkd_monai.handlers.bootstrap_intervals import BootstrapIntervals
 from cxrkd_monai.handlers.metrics_writer import MetricsWriter
-from cxrkd_monai.metrics import FROCScore, MultiLabelAUROC, MultiLabelECE, per_class_auroc
+from cxrkd_monai.metrics import per_class_auroc
 from cxrkd_monai.metrics.bootstrap import bootstrap_metric, resample_indices
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from cxrkd_monai.handlers.calibration_fitter import CalibrationFitter, fit_calibration
-from cxrkd_monai.metrics.froc_score import FROCScore
+from cxrkd_monai.handlers.calibration_fitter import CalibrationFitter
+from cxrkd_monai.handlers.froc_score import FROCScore
+from cxrkd_monai.metrics.calibration_fitting import fit_calibration
 from cxrkd_monai.transforms.calibration import Calibration, temperature_scale
 from cxrkd_monai.transforms.geometry import LetterboxGeometry
 

@@ -14,9 +14,9 @@ from monai.data import MetaTensor
 
 from cxrkd_monai.handlers.fracture_prediction_recorder import FracturePredictionRecorder
 from cxrkd_monai.handlers.froc_curve_writer import FROCCurveWriter
+from cxrkd_monai.handlers.froc_score import FROCScore
+from cxrkd_monai.handlers.pseudo_positive_rate import PseudoPositiveRate
 from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
-from cxrkd_monai.metrics.froc_score import FROCScore
-from cxrkd_monai.metrics.pseudo_positive_rate import PseudoPositiveRate
 from cxrkd_monai.transforms.detection import (
     annotations_to_original,
     detect_in_original_pixels,

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +21,7 @@ from cxrkd_monai.handlers import OnnxRuntimeBackend, OnnxRuntimeModule
 from cxrkd_monai.inferers import MonteCarloPriorInferer
 from cxrkd_monai.networks import VKDNet
 from cxrkd_monai.networks.fracture_fpn import FractureFPN
-from tests.conftest import config_workflow
+from tests.conftest import TINY_INFERENCE, config_workflow
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TOLERANCE = 1e-5
@@ -106,6 +107,20 @@ def test_pytorch_backend_leaves_the_network_untouched():
     assert modules[0] is encoder
 
 
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_the_onnx_extra_the_backend_names_it_and_pytorch_still_runs(monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # an entry of None makes `import` fail as for a missing module
+    engine = SimpleNamespace(network=small_fracture_fpn())
+    with pytest.raises(ImportError, match=re.escape(f"needs the module {missing!r}")) as raised:
+        OnnxRuntimeBackend(input_shape=[1, 64, 64])(engine)
+    assert "ONNX Runtime backend of FractureFPN" in str(raised.value)
+    assert 'pip install "cxrkd-monai[onnx]"' in str(raised.value)
+    network = small_vkd()
+    backend = OnnxRuntimeBackend(input_shape=[1, 32, 32], submodule="image_encoder", backend="pytorch")
+    _, modules = evaluate(network, MonteCarloPriorInferer(2), torch.rand(2, 1, 32, 32), [backend])
+    assert modules[0] is network.image_encoder
+
+
 def test_wrong_spatial_size_names_module_and_shapes():
     engine = SimpleNamespace(network=small_fracture_fpn())
     OnnxRuntimeBackend(input_shape=[1, 64, 64])(engine)
@@ -179,38 +194,14 @@ def test_bundle_configs_use_onnx_runtime_on_cpu_after_the_checkpoint_loader(bund
     assert backend.backend == expected
 
 
-TINY = {
-    "cxr_vkd_classification": {
-        "latent_dim": 8,
-        "inference_mc_samples": 4,
-        "network_def#image_encoder": {
-            "_target_": "DenseNet",
-            "spatial_dims": 2,
-            "in_channels": 1,
-            "out_channels": 16,
-            "init_features": 8,
-            "growth_rate": 8,
-            "block_config": [2, 2],
-        },
-        "network_def#image_feature_dim": 16,
-    },
-    "cxr_aals_fracture_detection": {
-        "layers": [1, 1, 1, 1],
-        "block_inplanes": [8, 16, 32, 64],
-        "fpn_channels": 8,
-        "save_maps": False,
-    },
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("bundle", sorted(TINY))
+@pytest.mark.parametrize("bundle", sorted(TINY_INFERENCE))
 def test_bundle_inference_records_agree_between_backends(bundle, phantom, tmp_path, caplog):
     """The bundle's own inference.json: the same records (within float tolerance) from both backends."""
     torch.manual_seed(0)
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / bundle / "configs" / "inference.json"))
-    parser.update(TINY[bundle])
+    parser.update(TINY_INFERENCE[bundle])
     checkpoint = tmp_path / "model.pt"
     torch.save(parser.get_parsed_content("network_def").state_dict(), checkpoint)
 
@@ -220,7 +211,7 @@ def test_bundle_inference_records_agree_between_backends(bundle, phantom, tmp_pa
             BUNDLES / bundle / "configs" / "inference.json",
             "infer",
             logging_file=False,
-            **TINY[bundle],
+            **TINY_INFERENCE[bundle],
             dataset_dir=str(phantom),
             ckpt_path=str(checkpoint),
             output_dir=str(tmp_path / backend),

@@ -7,7 +7,8 @@ from ignite.engine import Engine
 from monai.handlers import from_engine
 from sklearn.metrics import roc_auc_score
 
-from cxrkd_monai.metrics import MultiLabelAUROC, micro_auroc, per_class_auroc
+from cxrkd_monai.handlers import MultiLabelAUROC
+from cxrkd_monai.metrics import micro_auroc, per_class_auroc
 
 
 def test_per_class_matches_sklearn_and_flags_undefined_classes():

@@ -3,7 +3,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from cxrkd_monai.metrics import MultiLabelECE, expected_calibration_error
+from cxrkd_monai.handlers import MultiLabelECE
+from cxrkd_monai.metrics import expected_calibration_error
 
 
 def test_hand_computed_ece():

@@ -9,7 +9,8 @@ from monai.bundle import ConfigParser
 from monai.handlers import from_engine
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cxrkd_monai.metrics import MultiLabelF1, expected_calibration_error, micro_f1, per_class_f1
+from cxrkd_monai.handlers import MultiLabelF1
+from cxrkd_monai.metrics import expected_calibration_error, micro_f1, per_class_f1
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cxr_vkd_classification" / "configs"
 

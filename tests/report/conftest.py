@@ -16,9 +16,9 @@ import torch
 from monai.data import NibabelWriter
 from torch.utils.tensorboard import SummaryWriter
 
-from cxrkd_monai.data.phantom import generate_phantom_dataset
 from cxrkd_monai.metrics import expected_calibration_error, micro_auroc, per_class_auroc
 from cxrkd_monai.metrics.froc import FROCMetric, froc_curve_rows
+from cxrkd_monai.phantom import generate_phantom_dataset
 from cxrkd_monai.report.ground_truth import read_test_truth
 from cxrkd_monai.utils.atomic_files import write_csv_atomically
 

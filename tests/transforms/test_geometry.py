@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from cxrkd_monai.transforms import Letterboxd, LetterboxGeometry
+from tests.conftest import assert_map_back_samples_pixel_centres
 
 
 def test_fit_keeps_aspect_and_centres():
@@ -81,25 +82,6 @@ def test_fit_holds_for_any_aspect_ratio(original_size, grid_size):
     corners = np.array([[0.0, 0.0], original_size])
     np.testing.assert_allclose(geometry.to_grid(corners), [pad, pad + resized], atol=1e-9)
     np.testing.assert_allclose(geometry.to_original(geometry.to_grid(corners)), corners, atol=1e-9)
-
-
-def assert_map_back_samples_pixel_centres(geometry: LetterboxGeometry, stride: int) -> None:
-    """A map at ``stride`` holding, along each axis, the grid coordinate of each map-pixel centre,
-    ``(j + 0.5) * stride``, comes back at original size holding the grid coordinate of each original pixel centre:
-    bilinear interpolation of a linear ramp is exact between the outermost map-pixel centres, and the border value
-    holds beyond them. float32 sampling of coordinates up to 512: a few 1e-5 relative, so 1e-3 absolute."""
-    map_shape = [g // stride for g in geometry.grid_size]
-    ramps = torch.stack(
-        torch.meshgrid(*[(torch.arange(m, dtype=torch.float64) + 0.5) * stride for m in map_shape], indexing="ij")
-    )
-    restored = geometry.grid_to_original_image(ramps).numpy()
-    assert restored.shape == (geometry.ndim, *geometry.original_size)
-    for axis, (size, scale, pad, grid) in enumerate(
-        zip(geometry.original_size, geometry.scale, geometry.pad_before, geometry.grid_size)
-    ):
-        expected = np.clip((np.arange(size) + 0.5) * scale + pad, stride / 2, grid - stride / 2)
-        along_axis = np.moveaxis(restored[axis], axis, 0).reshape(size, -1)
-        np.testing.assert_allclose(along_axis, np.broadcast_to(expected[:, None], along_axis.shape), atol=1e-3)
 
 
 @pytest.mark.parametrize(("original_size", "grid_size"), EXTREME_SHAPES)

@@ -1,0 +1,89 @@
+"""Fixtures and helpers shared by the whole-workflow tests of both bundles.
+
+Test modules import the helpers as ``from tests.workflows.conftest import vkd_workflow`` (like
+``tests/conftest.py``); pytest itself provides the fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigWorkflow
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from tests.conftest import BUNDLES, FRACTURE_CONFIGS, VKD_CONFIGS, config_workflow
+
+VKD_BUNDLE = BUNDLES / "cxr_vkd_classification"
+FRACTURE_BUNDLE = BUNDLES / "cxr_aals_fracture_detection"
+FRACTURE_TEACHER = str(FRACTURE_CONFIGS / "train_teacher.json")
+FRACTURE_STUDENT = str(FRACTURE_CONFIGS / "train_student.json")
+# The fracture bundle with a tiny detector: 64 x 64 input, one epoch; tests override what they vary.
+FRACTURE_TINY = {
+    "image_size": [64, 64],
+    "epochs": 1,
+    "batch_size": 4,
+    "num_workers": 0,
+    "layers": [1, 1, 1, 1],
+    "block_inplanes": [8, 16, 32, 64],
+    "fpn_channels": 8,
+    "pretrained": False,
+}
+
+
+def fracture_workflow(
+    config_files: str | Path | Sequence[str | Path], workflow_type: str, **overrides
+) -> ConfigWorkflow:
+    """The fracture bundle's ``config_files`` with the tiny detector (:data:`FRACTURE_TINY`), initialised."""
+    return config_workflow(config_files, workflow_type, **{**FRACTURE_TINY, **overrides})
+
+
+def vkd_tiny_overrides(phantom: Path, run_dir: Path, **extra) -> dict:
+    """Overrides that train the VKD bundle small and fast (64 x 64 input, latent size 16, 4 epochs) on the
+    ``phantom`` dataset, writing checkpoints, evaluation output and the text cache under ``run_dir``; ``extra``
+    replaces or adds entries."""
+    class_names = json.loads((phantom / "datalist_vkd.json").read_text())["class_names"]
+    overrides = {
+        "bundle_root": str(VKD_BUNDLE),
+        "dataset_dir": str(phantom),
+        "ckpt_dir": str(run_dir / "models"),
+        "output_dir": str(run_dir / "eval"),
+        "text_cache_dir": str(run_dir / "text_cache"),
+        "class_names": class_names,
+        "image_size": [64, 64],
+        "latent_dim": 16,
+        "epochs": 4,
+        "batch_size": 8,
+        "num_workers": 0,
+        "learning_rate": 1e-3,
+        "inference_mc_samples": 4,
+        "pretrained": False,
+    }
+    overrides.update(extra)
+    return overrides
+
+
+def vkd_workflow(config_names: Sequence[str], workflow_type: str, **overrides) -> ConfigWorkflow:
+    """The VKD bundle's configs named ``config_names`` (files in its ``configs/``), initialised."""
+    return config_workflow([VKD_CONFIGS / name for name in config_names], workflow_type, **overrides)
+
+
+def _processes_with_scalars(log_dir: Path) -> set[str]:
+    """Process ids (from the event file names ``events.out.tfevents.<time>.<host>.<pid>.<n>``) that logged values."""
+    writers = set()
+    for path in Path(log_dir).glob("events.out.tfevents.*"):
+        if any(event.summary.value for event in EventFileLoader(str(path)).Load()):
+            writers.add(path.name.split(".")[-2])
+    return writers
+
+
+@pytest.fixture
+def tensorboard_writers() -> Callable[[Path], set[str]]:
+    """``tensorboard_writers(log_dir)``: the processes whose TensorBoard event files in ``log_dir`` hold values.
+
+    Under DDP every rank builds the config's components, rank-0-only logging handlers included (an unused
+    TensorBoard writer leaves an event file with no values); only rank 0 attaches and so logs them.
+    """
+    return _processes_with_scalars
