@@ -45,7 +45,7 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra --timeout=900 --durations=25
+	$(BIN)/python -m pytest -q -ra -n auto --dist loadfile --timeout=900 --durations=25
 	$(MAKE) test-deploy
 
 bench: $(STAMP)
@@ -60,7 +60,7 @@ bench: $(STAMP)
 RESULTS_DIR ?= runs/results
 RESULTS_ARGS ?=
 results: $(STAMP)
-	$(BIN)/python -m cxrkd_monai.results --output_dir $(RESULTS_DIR) $(RESULTS_ARGS)
+	$(BIN)/python -m cxrkd_monai.jobs.results --output_dir $(RESULTS_DIR) $(RESULTS_ARGS)
 
 test-deploy: $(DEPLOY_STAMP)
 	$(DEPLOY_VENV)/bin/python -m pytest -q -ra --timeout=900 tests/deploy/test_apps.py tests/deploy/test_structured_report.py \

@@ -4,7 +4,7 @@ Each network is built from its bundle's ``inference.json`` and run at the bundle
 the VKD network's deterministic image-only forward (``z = mu_p``) and the fracture detector's probability maps.
 The three formats run the same weights on the same batch, with the same number of CPU threads, interleaved round
 by round. TorchScript is ``torch.jit.script`` (what the bundle's ``ckpt_export`` produces); ONNX Runtime is
-:func:`~cxrkd_monai.handlers.export_to_onnxruntime`, the exporter and session of the bundles'
+:func:`~cxrkd_monai.networks.export_to_onnxruntime`, the exporter and session of the bundles'
 ``OnnxRuntimeBackend``, which checks its output against eager before timing.
 
 ONNX Runtime was the fastest, so both bundles' ``inference.json`` and ``evaluate.json`` make it the default on
@@ -23,7 +23,7 @@ from benchmarks.bundle_data import FRACTURE_BUNDLE, VKD_BUNDLE
 from benchmarks.report import Figure, GroupReport
 from benchmarks.settings import BenchmarkSettings
 from benchmarks.timing import Summary, interleaved_times, per_repeat_ratios
-from cxrkd_monai.handlers import export_to_onnxruntime
+from cxrkd_monai.networks import export_to_onnxruntime
 
 __all__ = ["run"]
 

@@ -47,7 +47,7 @@ def cache(bundle_dir: str, num_workers: int = 4, **options):
 
 def demo(output_dir: str = "demo_output", **options):
     """Run the main job: generate data, train/evaluate/infer both bundles, print the results."""
-    from cxrkd_monai.demo import run_demo
+    from cxrkd_monai.jobs.demo import run_demo
 
     run_demo(output_dir=output_dir, **options)
 

@@ -7,6 +7,8 @@ through ``pythonpath`` in ``pyproject.toml``); pytest itself provides the fixtur
 
 from __future__ import annotations
 
+import ast
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +48,14 @@ TINY_INFERENCE = {
         "save_maps": False,
     },
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker takes its share of the cores for torch's
+    intra-op threads, so that the workers do not oversubscribe the CPU."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +130,53 @@ def assert_map_back_samples_pixel_centres(geometry: LetterboxGeometry, stride: i
         expected = np.clip((np.arange(size) + 0.5) * scale + pad, stride / 2, grid - stride / 2)
         along_axis = np.moveaxis(restored[axis], axis, 0).reshape(size, -1)
         np.testing.assert_allclose(along_axis, np.broadcast_to(expected[:, None], along_axis.shape), atol=1e-3)
+
+
+# --- multi-label cases that the metric tests and the metric-handler tests share --------------------------------------
+
+
+def masked_auroc_case(seed: int = 3, n: int = 60, c: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, labels, mask)``, each ``(n, c)``: 0/1 labels, scores (not probabilities) that rank the positives
+    higher, and a 0/1 mask that hides about 30 % of the entries."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=(n, c)).astype(float)
+    scores = rng.random((n, c)) + 0.4 * labels
+    mask = (rng.random((n, c)) > 0.3).astype(float)
+    return scores, labels, mask
+
+
+def masked_f1_case(seed: int = 5, n: int = 80, c: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probabilities, labels, mask)``, each ``(n, c)``: 0/1 labels, probabilities in [0, 1] that are higher for
+    the positives and exact in float32, and a 0/1 mask that hides about 35 % of the entries."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=(n, c)).astype(float)
+    probabilities = np.clip(rng.random((n, c)) * 0.8 + 0.3 * labels, 0.0, 1.0).astype(np.float32).astype(float)
+    mask = (rng.random((n, c)) > 0.35).astype(float)
+    return probabilities, labels, mask
+
+
+# --- import scanning, for the import rules of the package and of the test suite --------------------------------------
+
+
+def imported_modules(path: Path, root: Path, *, with_from_module: bool = False) -> list[tuple[int, str]]:
+    """``(line, dotted name)`` of every import in the Python file at ``path``, at any depth (imports inside
+    functions too), relative imports resolved against the file's package: its folder, relative to the folder above
+    ``root`` (the top-level package, such as ``cxrkd_monai`` or ``tests``).
+
+    ``from a import b`` gives ``a.b`` (``b`` may be a submodule), so that ``from cxrkd_monai import handlers`` is
+    an import of ``cxrkd_monai.handlers``; with ``with_from_module`` it gives ``a`` as well, before ``a.b``, so that
+    ``from tests.x.test_y import helper`` names the module ``tests.x.test_y``. ``from a import *`` gives ``a``.
+    """
+    package = path.relative_to(root.parent).parent.parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            named = [f"{module}.{alias.name}" for alias in node.names if alias.name != "*"]
+            if with_from_module or not named:
+                found.append((node.lineno, module))
+            found.extend((node.lineno, name) for name in named)
+    return found

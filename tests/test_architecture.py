@@ -9,11 +9,12 @@ modules import each other, directly or through a chain, and ``metrics`` holds no
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import imported_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "cxrkd_monai"
@@ -41,25 +42,6 @@ def read_layers(document: Path) -> dict[str, int]:
 def _module_name(path: Path, package_dir: Path) -> list[str]:
     parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
     return parts[:-1] if parts[-1] == "__init__" else parts
-
-
-def imported_modules(path: Path, package_dir: Path) -> list[tuple[int, str]]:
-    """``(line, dotted name)`` of every import in the module at ``path``, relative imports resolved, at any depth.
-
-    ``from a import b`` gives ``a.b`` (``b`` may be a submodule), so that ``from cxrkd_monai import handlers`` is
-    an import of ``cxrkd_monai.handlers``.
-    """
-    module = _module_name(path, package_dir)
-    package = module if path.name == "__init__.py" else module[:-1]
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            source = ".".join(base + ([node.module] if node.module else []))
-            found += [(node.lineno, source if alias.name == "*" else f"{source}.{alias.name}") for alias in node.names]
-    return found
 
 
 def import_violations(package_dir: Path, layers: dict[str, int]) -> list[str]:

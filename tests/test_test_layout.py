@@ -7,26 +7,11 @@ from third-party libraries and from the ``conftest.py`` files (``from tests.work
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
+from tests.conftest import imported_modules
+
 TESTS = Path(__file__).resolve().parent
-
-
-def _imported_modules(tree: ast.Module, package: tuple[str, ...]) -> list[tuple[int, str]]:
-    """``(line, dotted name)`` of every module an import statement of ``tree`` may load, relative imports resolved
-    against ``package`` (the dotted parts of the importing file's package). ``from a import b`` names both ``a``
-    and ``a.b``, since ``b`` may be a module."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else ()
-            module = ".".join([*base, *([node.module] if node.module else [])])
-            found.append((node.lineno, module))
-            found.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names if alias.name != "*")
-    return found
 
 
 def imports_of_test_modules(tests_root: Path) -> list[str]:
@@ -35,9 +20,7 @@ def imports_of_test_modules(tests_root: Path) -> list[str]:
     violations = []
     for path in sorted(tests_root.rglob("*.py")):
         relative = path.relative_to(tests_root.parent)
-        package = relative.parent.parts
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for line, module in _imported_modules(tree, package):
+        for line, module in imported_modules(path, tests_root, with_from_module=True):
             parts = module.split(".")
             if parts[0] != tests_root.name or not parts[-1].startswith("test_"):
                 continue

@@ -22,7 +22,7 @@ from .metrics_writer import MetricsWriter
 from .multilabel_auroc import MultiLabelAUROC
 from .multilabel_ece import MultiLabelECE
 from .multilabel_f1 import MultiLabelF1
-from .onnx_backend import BACKENDS, OnnxRuntimeBackend, OnnxRuntimeModule, export_to_onnxruntime
+from .onnx_backend import BACKENDS, OnnxRuntimeBackend
 from .output_folder import InferenceOutputFolder
 from .prediction_writer import PredictionWriter
 from .pseudo_positive_rate import PseudoPositiveRate, dp_maps

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from cxrkd_monai.demo import run_demo
+from cxrkd_monai.jobs.demo import run_demo
 
 # About half a minute on 2 CPU cores; enough patients and epochs that the test AUROCs are not all 0.5.
 TINY_DEMO = {

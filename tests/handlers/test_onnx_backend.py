@@ -17,9 +17,9 @@ from monai.inferers import SimpleInferer
 from monai.networks.nets import Classifier
 from torch import nn
 
-from cxrkd_monai.handlers import OnnxRuntimeBackend, OnnxRuntimeModule
+from cxrkd_monai.handlers import OnnxRuntimeBackend
 from cxrkd_monai.inferers import MonteCarloPriorInferer
-from cxrkd_monai.networks import VKDNet
+from cxrkd_monai.networks import OnnxRuntimeModule, VKDNet
 from cxrkd_monai.networks.fracture_fpn import FractureFPN
 from tests.conftest import TINY_INFERENCE, config_workflow
 

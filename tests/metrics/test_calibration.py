@@ -1,9 +1,6 @@
 import numpy as np
 import pytest
-import torch
-from ignite.engine import Engine
 
-from cxrkd_monai.handlers import MultiLabelECE
 from cxrkd_monai.metrics import expected_calibration_error
 
 
@@ -19,15 +16,6 @@ def test_perfectly_calibrated_bins_give_zero_and_probability_one_lands_in_last_b
     probabilities = np.array([[1.0], [1.0], [0.0], [0.0]])
     labels = np.array([[1.0], [1.0], [0.0], [0.0]])
     assert expected_calibration_error(probabilities, labels, num_bins=10) == 0.0
-
-
-def test_handler_matches_function_over_batches():
-    torch.manual_seed(0)
-    p, y = torch.rand(30, 4), (torch.rand(30, 4) > 0.5).float()
-    engine = Engine(lambda e, batch: batch)
-    MultiLabelECE(num_bins=5).attach(engine, "ece")
-    engine.run([(p[:10], y[:10]), (p[10:], y[10:])])
-    assert engine.state.metrics["ece"] == pytest.approx(expected_calibration_error(p, y, 5))
 
 
 def test_shape_mismatch_raises():
@@ -46,18 +34,3 @@ def test_masked_entries_are_left_out():
     hidden = labels.copy()
     hidden[0, 1] = np.nan
     assert expected_calibration_error(probabilities, hidden, 2, mask) == pytest.approx(expected)
-
-
-def test_handler_honours_the_mask():
-    torch.manual_seed(1)
-    p, y, m = torch.rand(30, 4), (torch.rand(30, 4) > 0.5).float(), (torch.rand(30, 4) > 0.4).float()
-    engine = Engine(lambda e, batch: batch)
-    MultiLabelECE(num_bins=5, output_transform=lambda out: out[:2], mask_transform=lambda batch: batch[2]).attach(
-        engine, "ece"
-    )
-    engine.run([(p[:10], y[:10], m[:10]), (p[10:], y[10:], m[10:])])
-    observed = m > 0
-    assert engine.state.metrics["ece"] == pytest.approx(
-        expected_calibration_error(p[observed][:, None], y[observed][:, None], 5)
-    )
-    assert engine.state.metrics["ece"] != pytest.approx(expected_calibration_error(p, y, 5))

@@ -1,30 +1,13 @@
-import math
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
-from ignite.engine import Engine
-from monai.bundle import ConfigParser
-from monai.handlers import from_engine
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score
 
-from cxrkd_monai.handlers import MultiLabelF1
-from cxrkd_monai.metrics import expected_calibration_error, micro_f1, per_class_f1
-
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cxr_vkd_classification" / "configs"
-
-
-def masked_case(seed: int = 5, n: int = 80, c: int = 4):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, size=(n, c)).astype(float)
-    probabilities = np.clip(rng.random((n, c)) * 0.8 + 0.3 * labels, 0.0, 1.0).astype(np.float32).astype(float)
-    mask = (rng.random((n, c)) > 0.35).astype(float)
-    return probabilities, labels, mask
+from cxrkd_monai.metrics import micro_f1, per_class_f1
+from tests.conftest import masked_f1_case
 
 
 def test_unmasked_f1_matches_sklearn_macro_micro_and_per_class():
-    probabilities, labels, _ = masked_case()
+    probabilities, labels, _ = masked_f1_case()
     predicted = probabilities >= 0.5
     assert per_class_f1(probabilities, labels) == pytest.approx(list(f1_score(labels, predicted, average=None)))
     assert np.mean(per_class_f1(probabilities, labels)) == pytest.approx(f1_score(labels, predicted, average="macro"))
@@ -32,7 +15,7 @@ def test_unmasked_f1_matches_sklearn_macro_micro_and_per_class():
 
 
 def test_masked_f1_is_sklearn_on_the_observed_subset():
-    probabilities, labels, mask = masked_case()
+    probabilities, labels, mask = masked_f1_case()
     observed = mask > 0
     expected = [f1_score(labels[observed[:, c], c], probabilities[observed[:, c], c] >= 0.5) for c in range(4)]
     assert per_class_f1(probabilities, labels, mask) == pytest.approx(expected)
@@ -41,94 +24,3 @@ def test_masked_f1_is_sklearn_on_the_observed_subset():
     )
     hidden = np.where(observed, labels, np.nan)
     assert per_class_f1(probabilities, hidden, mask) == per_class_f1(probabilities, labels, mask)
-
-
-def test_class_without_positives_or_predictions_is_left_out_of_the_macro_mean():
-    probabilities = np.array([[0.9, 0.1], [0.2, 0.3], [0.7, 0.4]])
-    labels = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
-    values = per_class_f1(probabilities, labels)
-    assert values[0] == pytest.approx(2 / 3) and math.isnan(values[1])
-    engine = Engine(lambda e, batch: batch)
-    MultiLabelF1(["a", "b"]).attach(engine, "f1")
-    engine.run([(torch.tensor(probabilities), torch.tensor(labels))])
-    expected = f1_score(labels, probabilities >= 0.5, average="macro", zero_division=np.nan)
-    assert engine.state.metrics["f1"] == pytest.approx(expected) == pytest.approx(2 / 3)
-
-
-def evaluator_like_batches(probabilities, labels, mask, batch_size=16):
-    """Batches as the bundle's evaluator leaves them: decollated, `pred_prob` and `label` in the output,
-    `label_mask` in the batch."""
-    items = [
-        {
-            "pred_prob": torch.tensor(probabilities[i], dtype=torch.float32),
-            "label": torch.tensor(labels[i], dtype=torch.float32),
-            "label_mask": torch.tensor(mask[i], dtype=torch.float32),
-        }
-        for i in range(len(labels))
-    ]
-    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-
-
-def test_bundle_evaluation_metrics_are_what_their_names_say():
-    """The VKD bundle's key metric and evaluate.json metrics, built from the configs, against sklearn on the
-    observed entries: macro F1 is the mean of per-class F1 (not MONAI ConfusionMatrix's micro F1), and no metric
-    scores a masked entry."""
-    probabilities, labels, mask = masked_case()
-    class_names = ["c0", "c1", "c2", "c3"]
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
-    parser["class_names"] = class_names
-    metrics = {
-        **parser.get_parsed_content("validate#key_metric"),
-        **parser.get_parsed_content("validate#additional_metrics"),
-    }
-    assert set(metrics) == {
-        "val_macro_auroc", "micro_auroc", "macro_f1_at_0.5", "micro_f1_at_0.5", "ece", "calibrated_ece"
-    }
-    # the ECE of the calibrated probabilities reads the calibration transform's output, which these batches lack
-    del metrics["calibrated_ece"]
-
-    def run(label_values):
-        engine = Engine(lambda e, batch: batch)
-        for name, handler in metrics.items():
-            handler.attach(engine, name)
-        engine.run(evaluator_like_batches(probabilities, label_values, mask))
-        return dict(engine.state.metrics)
-
-    values = run(labels)
-    observed = mask > 0
-    per_class_y = [labels[observed[:, c], c] for c in range(4)]
-    per_class_p = [probabilities[observed[:, c], c] for c in range(4)]
-    macro_f1 = np.mean([f1_score(y, p >= 0.5) for y, p in zip(per_class_y, per_class_p)])
-    assert values["macro_f1_at_0.5"] == pytest.approx(macro_f1)
-    assert values["micro_f1_at_0.5"] == pytest.approx(f1_score(labels[observed], probabilities[observed] >= 0.5))
-    assert values["macro_f1_at_0.5"] != pytest.approx(values["micro_f1_at_0.5"])
-    assert values["val_macro_auroc"] == pytest.approx(
-        np.mean([roc_auc_score(y, p) for y, p in zip(per_class_y, per_class_p)])
-    )
-    assert values["micro_auroc"] == pytest.approx(roc_auc_score(labels[observed], probabilities[observed]))
-    assert values["ece"] == pytest.approx(
-        expected_calibration_error(probabilities[observed][:, None], labels[observed][:, None], 10)
-    )
-    for name, f1 in zip(class_names, [f1_score(y, p >= 0.5) for y, p in zip(per_class_y, per_class_p)]):
-        assert values[f"macro_f1_at_0.5_{name}"] == pytest.approx(f1)
-
-    assert run(np.where(observed, labels, 1.0 - labels)) == values  # flipping what is masked changes nothing
-
-
-def test_handler_with_mask_from_batch_matches_function():
-    probabilities, labels, mask = masked_case(seed=9)
-    engine = Engine(lambda e, batch: batch)
-    MultiLabelF1(
-        ["a", "b", "c", "d"],
-        average="micro",
-        output_transform=from_engine(["pred_prob", "label"]),
-        mask_transform=from_engine(["label_mask"]),
-    ).attach(engine, "f1")
-    engine.run(evaluator_like_batches(probabilities, labels, mask))
-    assert engine.state.metrics["f1"] == pytest.approx(micro_f1(probabilities, labels, mask))
-
-
-def test_invalid_average_is_named():
-    with pytest.raises(ValueError, match="average .* 'weighted'"):
-        MultiLabelF1(["a"], average="weighted")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrkd_monai.demo import run_demo
+from cxrkd_monai.jobs.demo import run_demo
 
 pytestmark = pytest.mark.slow
 

@@ -590,7 +590,7 @@ def run_results(
         for seed in options.arm_seeds(arm)
     }
     steps.record("scoring and bootstrap", time.perf_counter() - began)
-    command = " ".join(["python -m cxrkd_monai.results", *sys.argv[1:]])
+    command = " ".join(["python -m cxrkd_monai.jobs.results", *sys.argv[1:]])
     invocation = f"`make results` (`{command}`)" if os.environ.get("MAKELEVEL") else f"`{command}`"
     source = "FracAtlas development copy, `cxrkd prepare fracatlas`" if datalist is None else f"`{Path(datalist).name}`"
     text = _report(options, listed, comparison, curves, steps.seconds, invocation, started,
@@ -623,7 +623,7 @@ def run_results(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m cxrkd_monai.results [--task vkd --datalist ...] [--seeds "[0,1,2]"] ...``; see
+    """``python -m cxrkd_monai.jobs.results [--task vkd --datalist ...] [--seeds "[0,1,2]"] ...``; see
     :func:`run_results`."""
     import fire
 

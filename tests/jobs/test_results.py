@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrkd_monai.jobs.results import ARMS, ResultsSettings, run_results, subsample_datalist, vkd_datalist_from
 from cxrkd_monai.report.ground_truth import read_test_truth
-from cxrkd_monai.results import ARMS, ResultsSettings, run_results, subsample_datalist, vkd_datalist_from
 
 
 def _item(name, subset, positive, boxes=()):
