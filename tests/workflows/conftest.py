@@ -7,6 +7,7 @@ Test modules import the helpers as ``from tests.workflows.conftest import vkd_wo
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from tests.conftest import BUNDLES, FRACTURE_CONFIGS, VKD_CONFIGS, config_workflow
+from tests.conftest import BUNDLES, FRACTURE_CONFIGS, VKD_CONFIGS, config_workflow, run_to_completion
 
 VKD_BUNDLE = BUNDLES / "cxr_vkd_classification"
 FRACTURE_BUNDLE = BUNDLES / "cxr_aals_fracture_detection"
@@ -38,6 +39,28 @@ def fracture_workflow(
 ) -> ConfigWorkflow:
     """The fracture bundle's ``config_files`` with the tiny detector (:data:`FRACTURE_TINY`), initialised."""
     return config_workflow(config_files, workflow_type, **{**FRACTURE_TINY, **overrides})
+
+
+@pytest.fixture(scope="session")
+def stage1_teacher(phantom: Path, tmp_path_factory) -> Path:
+    """The bundle root of a stage-1 teacher of the tiny detector (:data:`FRACTURE_TINY`, one epoch) trained once on
+    the ``phantom`` for every module that needs one: ``models/teacher.pt`` and ``models/teacher_calibration.json``.
+    Read it in place; train or write into :func:`copy_of_bundle_root` of it."""
+    root = tmp_path_factory.mktemp("stage1_teacher")
+    teacher = run_to_completion(
+        fracture_workflow([FRACTURE_TEACHER], "train", bundle_root=str(root), dataset_dir=str(phantom))
+    )
+    assert teacher.trainer.state.epoch == 1
+    assert "val_froc" in teacher.evaluator.state.metrics and "val_auroc" in teacher.evaluator.state.metrics
+    assert (root / "models" / "teacher.pt").is_file()
+    return root
+
+
+def copy_of_bundle_root(root: Path, tmp_path_factory) -> Path:
+    """A copy of the bundle root ``root`` (checkpoints, calibration, logs) in a new temporary folder."""
+    copy = tmp_path_factory.mktemp(root.name) / "bundle_root"
+    shutil.copytree(root, copy)
+    return copy
 
 
 def vkd_tiny_overrides(phantom: Path, run_dir: Path, **extra) -> dict:

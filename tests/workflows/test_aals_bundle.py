@@ -14,22 +14,21 @@ import pytest
 import torch
 
 from tests.conftest import FRACTURE_CONFIGS, PHANTOM_SIZE, error_messages, run_to_completion
-from tests.workflows.conftest import FRACTURE_STUDENT, FRACTURE_TEACHER, FRACTURE_TINY, fracture_workflow
+from tests.workflows.conftest import (
+    FRACTURE_STUDENT,
+    FRACTURE_TEACHER,
+    FRACTURE_TINY,
+    copy_of_bundle_root,
+    fracture_workflow,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(phantom, tmp_path_factory) -> Path:
-    """Stage 1 then stage 2 (AALS) into one bundle root."""
-    root = tmp_path_factory.mktemp("bundle_root")
-    teacher = run_to_completion(
-        fracture_workflow([FRACTURE_TEACHER], "train", bundle_root=str(root), dataset_dir=str(phantom))
-    )
-    assert teacher.trainer.state.epoch == 1
-    assert "val_froc" in teacher.evaluator.state.metrics and "val_auroc" in teacher.evaluator.state.metrics
-    assert (root / "models" / "teacher.pt").is_file()
-
+def trained(phantom, stage1_teacher, tmp_path_factory) -> Path:
+    """Stage 1 (the shared teacher) then stage 2 (AALS) into one bundle root."""
+    root = copy_of_bundle_root(stage1_teacher, tmp_path_factory)
     student = run_to_completion(
         fracture_workflow(
             [FRACTURE_TEACHER, FRACTURE_STUDENT], "train", bundle_root=str(root), dataset_dir=str(phantom)

@@ -165,14 +165,9 @@ def test_vkd_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(phantom, 
 
 
 @pytest.fixture(scope="module")
-def stage1_checkpoint(phantom, tmp_path_factory) -> Path:
-    """A stage-1 teacher, trained once for both student runs."""
-    run_dir = tmp_path_factory.mktemp("stage1")
-    overrides = {**FRACTURE_TINY, "dataset_dir": str(phantom), "bundle_root": str(run_dir), "epochs": 1}
-    args = _write_args(run_dir, overrides)
-    done = _run(_command(FRACTURE, ["train_teacher.json"], args), run_dir / "train.log")
-    assert done.returncode == 0, (run_dir / "train.log").read_text()
-    return run_dir / "models" / "teacher.pt"
+def stage1_checkpoint(stage1_teacher) -> Path:
+    """The shared stage-1 teacher, read by both student runs."""
+    return stage1_teacher / "models" / "teacher.pt"
 
 
 

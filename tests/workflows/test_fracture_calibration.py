@@ -14,7 +14,12 @@ from cxrkd_monai.bundle.trained_bundle import export_trained_bundle
 from cxrkd_monai.deploy.findings import fracture_findings
 from cxrkd_monai.transforms.calibration import Calibration
 from tests.conftest import run_to_completion
-from tests.workflows.conftest import FRACTURE_BUNDLE, FRACTURE_TEACHER, FRACTURE_TINY, fracture_workflow
+from tests.workflows.conftest import (
+    FRACTURE_BUNDLE,
+    FRACTURE_TINY,
+    copy_of_bundle_root,
+    fracture_workflow,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +28,8 @@ POINT_LINE = r"\w+ point: x [0-9.]+, y [0-9.]+, score [0-9.]+"
 
 
 @pytest.fixture(scope="module")
-def teacher(phantom, tmp_path_factory):
-    root = tmp_path_factory.mktemp("fracture_calibration")
-    run_to_completion(fracture_workflow([FRACTURE_TEACHER], "train", bundle_root=str(root), dataset_dir=str(phantom)))
-    return root
+def teacher(stage1_teacher, tmp_path_factory):
+    return copy_of_bundle_root(stage1_teacher, tmp_path_factory)
 
 
 def test_training_fits_the_operating_points_of_the_best_model_beside_it(teacher, phantom):
