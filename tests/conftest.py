@@ -20,12 +20,14 @@ from monai.bundle import ConfigWorkflow
 from cxrkd_monai.phantom import generate_phantom_dataset
 from cxrkd_monai.transforms import LetterboxGeometry
 
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = REPO_ROOT / "bundles"
 VKD_CONFIGS = BUNDLES / "cxr_vkd_classification" / "configs"
 FRACTURE_CONFIGS = BUNDLES / "cxr_aals_fracture_detection" / "configs"
 # Non-square, so that a (W, H) mix-up shows; 16 patients give every split positives of most classes.
 PHANTOM_SIZE = (72, 64)
-# Per bundle, the config overrides that give its inference.json a tiny network, which runs in seconds on a CPU.
+# Per bundle, the config overrides that give its configs a tiny network, which runs in seconds on a CPU (inference
+# tests, and training runs that check state rather than accuracy).
 TINY_INFERENCE = {
     "cxr_vkd_classification": {
         "latent_dim": 8,

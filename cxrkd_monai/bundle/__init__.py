@@ -1,6 +1,6 @@
 """Bundle tooling: metadata checks, network and metadata consistency, packing, trained-bundle export, runs."""
 
-from .commands import bundle_arguments, bundle_command, run_bundle_subprocess
+from .commands import bundle_arguments, bundle_command, run_bundle_in_process, run_bundle_subprocess
 from .export import check_network_matches_metadata, check_torchscript_matches_metadata, evaluate_spatial_shape
 from .pack import check_bundle_archive, pack_bundle
 from .packaged_bundles import BUNDLE_NAMES, bundle_path, bundles_dir

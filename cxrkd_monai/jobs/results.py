@@ -1,7 +1,7 @@
 """Results that can decide (``make results``): each method against its baselines, several seeds, patient intervals.
 
-The job trains and evaluates the bundles exactly as a user does, one ``python -m monai.bundle run`` per step, for
-one of two tasks:
+The job trains and evaluates the bundles exactly as a user does, one ``python -m monai.bundle run`` per step (or
+``monai.bundle.run`` in the job's own process, ``--in_process True``), for one of two tasks:
 
 - ``fracture`` (default): FracAtlas (``cxrkd prepare fracatlas``: a seeded split by patient, stratified by fracture,
   with a fraction of the training positives keeping their boxes, D_R, and the rest record-positive without regions,
@@ -37,14 +37,14 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxrkd_monai.bundle.commands import run_bundle_subprocess
+from cxrkd_monai.bundle.commands import run_bundle_in_process, run_bundle_subprocess
 from cxrkd_monai.bundle.packaged_bundles import bundle_path
 from cxrkd_monai.handlers.checkpointing import find_last_checkpoint
 from cxrkd_monai.metrics.bootstrap import BootstrapInterval
@@ -282,11 +282,17 @@ def _run_dirs(work_dir: Path, arm: Arm, seed: int) -> tuple[Path, str, Path, Pat
 
 
 def _train_and_evaluate(
-    work_dir: Path, datalist_path: Path, settings: ResultsSettings, classes: list[str], steps: StepLog
+    work_dir: Path,
+    datalist_path: Path,
+    settings: ResultsSettings,
+    classes: list[str],
+    steps: StepLog,
+    run_bundle: Callable[..., float],
 ) -> None:
     """Seed by seed, train every arm and evaluate it once on the test split; finished steps are skipped.
 
-    A run stopped part-way therefore leaves whole seeds behind it, and continues where it stopped.
+    A run stopped part-way therefore leaves whole seeds behind it, and continues where it stopped. ``run_bundle``
+    runs one step (:func:`run_bundle_subprocess` or :func:`run_bundle_in_process`) and returns its seconds.
     """
     for seed in settings.seeds:
         for arm in ARMS[settings.task]:
@@ -303,7 +309,7 @@ def _train_and_evaluate(
                 except FileNotFoundError:
                     resume = False
                 logger.info("results: %s%s", step, " (resumed)" if resume else "")
-                steps.record(step, run_bundle_subprocess(
+                steps.record(step, run_bundle(
                     BUNDLES[arm.bundle], configs, work_dir / "logs" / f"train_{arm.name}_seed{seed}.log",
                     ckpt_dir=str(ckpt_dir), ckpt_name=ckpt_name, output_dir=str(train_dir), seed=seed, resume=resume,
                     epochs=settings.student_epochs if arm.student else settings.max_epochs,
@@ -312,7 +318,7 @@ def _train_and_evaluate(
             step = f"test {arm.name} seed {seed}"
             if not steps.done(step):
                 logger.info("results: %s", step)
-                steps.record(step, run_bundle_subprocess(
+                steps.record(step, run_bundle(
                     BUNDLES[arm.bundle], [TRAIN_CONFIG[arm.bundle], "evaluate.json"],
                     work_dir / "logs" / f"test_{arm.name}_seed{seed}.log",
                     ckpt_path=str(ckpt_dir / ckpt_name), output_dir=str(test_dir), **common,
@@ -546,6 +552,7 @@ def run_results(
     data_root: str = str(DEFAULT_DATA),
     datalist: str | None = None,
     report: str | None = None,
+    in_process: bool = False,
     **settings: Any,
 ) -> dict:
     """Prepare the data, train and test every arm with every seed (resuming), score, and write ``report``.
@@ -557,6 +564,9 @@ def run_results(
             ``datalist``.
         datalist: a prepared datalist of the task instead (``cxrkd prepare ...``); required for ``vkd``.
         report: the Markdown file written; ``docs/results.md`` for FracAtlas, else ``output_dir/results.md``.
+        in_process: run the bundle steps in this process (``monai.bundle.run``) instead of one
+            ``python -m monai.bundle run`` each; saves the seconds of each interpreter start on small runs, with
+            the same figures. Not a setting: a run may resume either way.
         **settings: :class:`ResultsSettings` fields (``seeds``, ``image_size``, ``max_epochs``, ``max_images``, ...).
 
     Returns:
@@ -580,7 +590,8 @@ def run_results(
         steps.record("prepare data", time.perf_counter() - began)
     datalist_path = work_dir / "data" / ("datalist_fracture.json" if task == "fracture" else "datalist_vkd.json")
     listed = json.loads(datalist_path.read_text())
-    _train_and_evaluate(work_dir, datalist_path, options, listed["class_names"], steps)
+    run_bundle = run_bundle_in_process if in_process else run_bundle_subprocess
+    _train_and_evaluate(work_dir, datalist_path, options, listed["class_names"], steps, run_bundle)
 
     began = time.perf_counter()
     comparison = _score(work_dir, datalist_path, options)

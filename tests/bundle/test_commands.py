@@ -1,9 +1,14 @@
+import json
+import logging
+import shutil
 import sys
 from pathlib import Path
 
 import fire
+import pytest
 
-from cxrkd_monai.bundle.commands import bundle_arguments, bundle_command
+from cxrkd_monai.bundle.commands import bundle_arguments, bundle_command, run_bundle_in_process
+from tests.conftest import VKD_CONFIGS
 
 BUNDLE = Path("bundles") / "cxr_aals_fracture_detection"
 
@@ -19,3 +24,27 @@ def test_command_line_values_reach_the_bundle_as_the_in_process_arguments():
     assert parsed["config_file"] == [str(BUNDLE / "configs" / "train_teacher.json"),
                                      str(BUNDLE / "configs" / "train_student.json")]  # fmt: skip
     assert parsed["pretrained"] is False and parsed["backbone_weights"] is None
+
+
+def _tiny_bundle(root: Path, run: list[str]) -> Path:
+    """A bundle folder whose ``configs/run.json`` evaluates the ``run`` expressions, with the VKD logging.conf."""
+    (root / "configs").mkdir(parents=True)
+    shutil.copy(VKD_CONFIGS / "logging.conf", root / "configs" / "logging.conf")
+    (root / "configs" / "run.json").write_text(json.dumps({"imports": ["$import logging"], "run": run}))
+    return root
+
+
+def test_an_in_process_run_appends_its_records_to_the_log_and_a_failure_names_it(tmp_path):
+    say = "$logging.getLogger('tiny_bundle').warning('reached step ' + str(@step))"
+    bundle = _tiny_bundle(tmp_path / "bundle", [say])
+    log = tmp_path / "logs" / "run.log"
+    assert run_bundle_in_process(bundle, ["run.json"], log, step=1) >= 0.0
+    text = log.read_text()
+    assert text.startswith("$ monai.bundle.run in process: --config_file") and "reached step 1" in text
+
+    broken = _tiny_bundle(tmp_path / "broken", [say, "$int('not a number')"])
+    with pytest.raises(RuntimeError, match=r"broken \['run.json'\] failed in this process; log .*run.log") as raised:
+        run_bundle_in_process(broken, ["run.json"], log, step=2)
+    assert "int('not a number')" in str(raised.value.__cause__)  # the bundle's own error, chained
+    assert "reached step 1" in log.read_text() and "reached step 2" in log.read_text()  # appended, not replaced
+    assert all(not isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers)  # detached again

@@ -11,10 +11,14 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+from cxrkd_monai.data.preprocessed_store import INDEX_DTYPE
 from tests.conftest import BUNDLES, FRACTURE_CONFIGS, VKD_CONFIGS, config_workflow, run_to_completion
 
 VKD_BUNDLE = BUNDLES / "cxr_vkd_classification"
@@ -110,3 +114,50 @@ def tensorboard_writers() -> Callable[[Path], set[str]]:
     TensorBoard writer leaves an event file with no values); only rank 0 attaches and so logs them.
     """
     return _processes_with_scalars
+
+
+def cache_index(cache_dir: Path) -> np.ndarray:
+    """Every committed record of every setting of the preprocessed cache under ``cache_dir``."""
+    parts = [np.load(path) for path in sorted(Path(cache_dir).glob("v*/shard-*.idx.npy"))]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=INDEX_DTYPE)
+
+
+def unique_images(datalist: Path, keys: Sequence[str] = ("training", "validation")) -> int:
+    """The number of distinct image paths among the ``keys`` splits of a datalist file."""
+    content = json.loads(Path(datalist).read_text())
+    return len({item["image"] for key in keys for item in content[key]})
+
+
+class ValidatedItemsRecorder:
+    """Records, in one process of a (possibly distributed) run, every item its evaluator validated.
+
+    An extra bundle config creates it and attaches it in ``initialize``; at the end of each evaluation it writes
+    ``validated_rank<r>.json`` into ``output_dir``: the items' image paths, their probabilities, labels and label
+    masks (each ``(C,)``), the evaluator's ``val_macro_auroc`` and the world size.
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+        self.records: dict[str, list] = {"images": [], "pred_prob": [], "label": [], "label_mask": []}
+
+    def attach(self, evaluator: Engine) -> None:
+        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._record_items)
+        evaluator.add_event_handler(Events.COMPLETED, self._write)
+
+    def _record_items(self, engine: Engine) -> None:
+        for item, output in zip(engine.state.batch, engine.state.output):
+            self.records["images"].append(str(item["image"].meta["filename_or_obj"]))
+            self.records["pred_prob"].append(output["pred_prob"].tolist())
+            self.records["label"].append(item["label"].tolist())
+            self.records["label_mask"].append(item["label_mask"].tolist())
+
+    def _write(self, engine: Engine) -> None:
+        distributed = torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
+        record = {
+            **self.records,
+            "val_macro_auroc": float(engine.state.metrics["val_macro_auroc"]),
+            "world_size": torch.distributed.get_world_size() if distributed else 1,
+        }
+        (self.output_dir / f"validated_rank{rank}.json").write_text(json.dumps(record))
+        self.records = {key: [] for key in self.records}

@@ -1,12 +1,9 @@
-"""Both bundles train on the preprocessed cache by default: the same losses as the in-memory path, one shared
-cache under a two-process torchrun run."""
+"""Both bundles train on the preprocessed cache by default: the same losses as the in-memory path (the shared
+cache of a two-process torchrun run is checked in ``test_vkd_torchrun.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +12,8 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from cxrkd_monai import cli
-from cxrkd_monai.data.preprocessed_store import INDEX_DTYPE
 from cxrkd_monai.phantom import generate_phantom_dataset
-from tests.workflows.conftest import FRACTURE_TINY, vkd_tiny_overrides
+from tests.workflows.conftest import FRACTURE_TINY, cache_index, unique_images, vkd_tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +50,6 @@ def train(configs: Path, files: list[str], overrides: dict, reports: dict | None
             reports[dataset] = workflow.parser.get_parsed_content(dataset).build_report
     workflow.finalize()
     return losses
-
-
-def cache_index(cache_dir: Path) -> np.ndarray:
-    """Every committed record of every setting under ``cache_dir``."""
-    parts = [np.load(path) for path in sorted(cache_dir.glob("v*/shard-*.idx.npy"))]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=INDEX_DTYPE)
-
-
-def unique_images(datalist: Path, keys=("training", "validation")) -> int:
-    content = json.loads(datalist.read_text())
-    return len({item["image"] for key in keys for item in content[key]})
 
 
 @pytest.fixture(scope="module")
@@ -116,26 +101,3 @@ def test_fracture_teacher_and_student_train_on_the_cache_with_the_losses_of_the_
     assert len(index) == len(np.unique(index["key"]))
     # every training (all subsets, for the student) and validation item has its entry
     assert len(index) == unique_images(fracture_phantom / "datalist_fracture.json")
-
-
-def test_two_process_torchrun_builds_and_reads_one_shared_cache(vkd_phantom, tmp_path):
-    cache_dir = tmp_path / "cache"
-    overrides = vkd_tiny_overrides(vkd_phantom, tmp_path, epochs=1, cache_dir=str(cache_dir))
-    args = []
-    for key, value in overrides.items():
-        args += [f"--{key}", str(value) if isinstance(value, (str, bool)) else json.dumps(value)]
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-        "-m", "monai.bundle", "run",
-        "--config_file", str([str(VKD_CONFIGS / "train.json"), str(VKD_CONFIGS / "multi_gpu_train.json")]),
-        "--logging_file", str(VKD_CONFIGS / "logging.conf"), *args,
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    index = cache_index(cache_dir)
-    # each entry built once, by one of the two ranks, into the one cache both read: a rank that had found an
-    # entry missing when reading would have stored it again (a duplicate key)
-    assert len(index) == len(np.unique(index["key"])) == unique_images(vkd_phantom / "datalist_vkd.json")
-    writers = {path.name.split("-")[3] for path in cache_dir.glob("v*/shard-*.idx.npy")}
-    assert len(writers) == 2

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import TINY_INFERENCE
 from tests.workflows.conftest import FRACTURE_TINY
 
 pytestmark = pytest.mark.slow
@@ -151,13 +152,12 @@ def test_vkd_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(phantom, 
         "dataset_dir": str(phantom),
         "class_names": class_names,
         "image_size": [64, 64],
-        "latent_dim": 16,
         "epochs": EPOCHS,
         "batch_size": 4,
         "num_workers": 0,
         "learning_rate": 1e-3,
-        "inference_mc_samples": 4,
         "pretrained": False,
+        **TINY_INFERENCE["cxr_vkd_classification"],  # a small DenseNet: the resumed state is what is checked
     }
     reference, resumed, run_dir = _interrupt_and_resume(VKD, ["train.json"], overrides, tmp_path, "model")
     _assert_same_training_state(reference, resumed)

@@ -119,17 +119,32 @@ def run_inference(bundle: tuple[str, dict], dataset_dir: Path, output_dir: Path)
     return subprocess.run(command, cwd=BUNDLES / name, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_one_corrupt_image_of_five(bundle, images, tmp_path):
-    """Four predictions, one error row naming the corrupt file, the documented exit status, distinct maps."""
-    name, _ = bundle
-    inputs = [images[key] for key in ("chexpert", "corrupt", "mimic", "third", "fourth")]
-    output_dir = tmp_path / "predictions"
-    result = run_inference(bundle, _write_datalist(tmp_path / "data", name, inputs), output_dir)
+MIXED = ("chexpert", "corrupt", "tall", "mimic", "third", "fourth")
+"""The inputs of the one run per variant that the corrupt-image and the extreme-aspect-ratio tests read."""
 
+
+@pytest.fixture(scope="module")
+def mixed_run(bundle, images, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One inference run of the :data:`MIXED` inputs (a corrupt file, a 64 x 2000 image, two same-named files);
+    the detector with a zero threshold, so that every map peak on an image is a detection. Returns the finished
+    process and the output folder."""
+    name, overrides = bundle
+    work = tmp_path_factory.mktemp("mixed_run")
+    run_overrides = {**overrides, "peak_threshold": 0.0} if name.endswith("detection") else overrides
+    inputs = [images[key] for key in MIXED]
+    output_dir = work / "predictions"
+    return run_inference((name, run_overrides), _write_datalist(work / "data", name, inputs), output_dir), output_dir
+
+
+def test_one_corrupt_image_of_six(bundle, images, mixed_run):
+    """Five predictions, one error row naming the corrupt file, the documented exit status, distinct maps."""
+    name, _ = bundle
+    result, output_dir = mixed_run
     assert result.returncode == PARTIAL_FAILURE_EXIT_CODE, result.stderr[-4000:]
     predictions = _rows(output_dir / "predictions.csv")
-    assert sorted(row["image"] for row in predictions) == sorted(str(p) for p in inputs if p != images["corrupt"])
-    assert len(json.loads((output_dir / "predictions.json").read_text())) == 4
+    good = [images[key] for key in MIXED if key != "corrupt"]
+    assert sorted(row["image"] for row in predictions) == sorted(map(str, good))
+    assert len(json.loads((output_dir / "predictions.json").read_text())) == 5
     errors = _rows(output_dir / "errors.csv")
     assert [row["image"] for row in errors] == [str(images["corrupt"])]
     assert "corrupt.png" in errors[0]["reason"]
@@ -140,31 +155,25 @@ def test_one_corrupt_image_of_five(bundle, images, tmp_path):
     if name.endswith("detection"):
         maps = {row["image"]: output_dir / row["probability_map"] for row in predictions}
         assert all(path.is_file() for path in maps.values())
-        assert len(set(maps.values())) == 4 == len(list((output_dir / "maps").iterdir()))
+        assert len(set(maps.values())) == 5 == len(list((output_dir / "maps").iterdir()))
         same_name = [maps[str(images[key])].name for key in ("chexpert", "mimic")]
         assert same_name[0] != same_name[1]
         assert all(file_name.startswith("view1_frontal_") for file_name in same_name)
 
 
-def test_an_image_of_extreme_aspect_ratio_is_predicted_with_the_others(bundle, images, tmp_path):
-    """Five images, one of them 64 x 2000: five predictions, exit 0; for the detector one map per image at its
-    original size, ``(W, H, 1, K)``, and every detection inside its image's original pixels."""
+def test_an_image_of_extreme_aspect_ratio_is_predicted_with_the_others(bundle, images, mixed_run):
+    """Among the inputs one of 64 x 2000: predicted like the others, not an error row; for the detector one map
+    per image at its original size, ``(W, H, 1, K)``, and every detection inside its image's original pixels."""
     name, overrides = bundle
-    inputs = [images[key] for key in ("chexpert", "tall", "mimic", "third", "fourth")]
-    output_dir = tmp_path / "predictions"
-    detector = name.endswith("detection")
-    # a zero threshold makes every map peak on an image a detection, so that the check below is not empty
-    run_overrides = {**overrides, "peak_threshold": 0.0} if detector else overrides
-    result = run_inference((name, run_overrides), _write_datalist(tmp_path / "data", name, inputs), output_dir)
-
-    assert result.returncode == 0, result.stderr[-4000:]
+    _, output_dir = mixed_run
+    good = [images[key] for key in MIXED if key != "corrupt"]
     predictions = json.loads((output_dir / "predictions.json").read_text())
-    assert sorted(record["image"] for record in predictions) == sorted(map(str, inputs))
-    assert _rows(output_dir / "errors.csv") == []
-    if not detector:
+    assert sorted(record["image"] for record in predictions) == sorted(map(str, good))
+    assert [row["image"] for row in _rows(output_dir / "errors.csv")] == [str(images["corrupt"])]
+    if not name.endswith("detection"):
         return
     class_names = overrides.get("class_names", ["rib_fracture", "clavicle_fracture"])
-    assert len(list((output_dir / "maps").iterdir())) == len(inputs)
+    assert len(list((output_dir / "maps").iterdir())) == len(good)
     for record in predictions:
         with Image.open(record["image"]) as image:
             width, height = image.size

@@ -1,9 +1,7 @@
-"""Whole-workflow runs of the VKD bundle on tiny generated data: train, evaluate, infer, DDP, bad input."""
+"""Whole-workflow runs of the VKD bundle on tiny generated data: train, evaluate, infer, bad input (DDP runs:
+test_vkd_torchrun.py)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -157,34 +155,6 @@ def test_baseline_is_one_override_away(phantom, tmp_path):
     reference = vkd_workflow(["train.json"], "train", **vkd_tiny_overrides(phantom, tmp_path / "ref", epochs=1))
     assert state.keys() == reference.parser.get_parsed_content("network_def").state_dict().keys()
     assert not (tmp_path / "text_cache").exists()
-
-
-def test_two_process_torchrun_on_cpu(phantom, tmp_path, tensorboard_writers):
-    overrides = vkd_tiny_overrides(phantom, tmp_path, epochs=1)
-    args = []
-    for key, value in overrides.items():
-        args += [f"--{key}", str(value) if isinstance(value, (str, bool)) else json.dumps(value)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        str([str(VKD_CONFIGS / "train.json"), str(VKD_CONFIGS / "multi_gpu_train.json")]),
-        "--logging_file",
-        str(VKD_CONFIGS / "logging.conf"),
-        *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp_path / "models" / "model.pt").is_file()
-    # only rank 0 writes TensorBoard events (training and validation, one process id)
-    assert len(tensorboard_writers(tmp_path / "eval")) == 1
 
 
 def test_missing_image_names_the_file(phantom, tmp_path):
