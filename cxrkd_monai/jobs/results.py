@@ -374,13 +374,44 @@ def _verdict(interval: BootstrapInterval) -> str:
     return f"{'higher' if interval.estimate > 0 else 'lower'} by the point estimate, but the interval includes 0"
 
 
+def _key_metric_curve(curves: dict[str, list], bundle: str) -> list[tuple[int, float]]:
+    """``[(epoch, value)]`` of the validation key metric the training selected its checkpoint by."""
+    return curves.get("val_froc" if bundle == "fracture" else "val_macro_auroc", [])
+
+
 def _best_validation(curves: dict[str, list], bundle: str) -> str:
-    tag = "val_froc" if bundle == "fracture" else "val_macro_auroc"
-    values = curves.get(tag, [])
+    values = _key_metric_curve(curves, bundle)
     if not values:
         return "n/a"
     epoch, best = max(values, key=lambda point: point[1])
     return f"{best:.3f} (epoch {epoch} of {values[-1][0]})"
+
+
+def _stopping_lines(settings: ResultsSettings, curves: dict) -> list[str]:
+    """Which trainings ended at their epoch cap with the best validation at the last epoch (still improving), and
+    which stopped early; the first kind may change with a higher cap."""
+    capped, stopped = [], []
+    for arm in ARMS[settings.task]:
+        cap = settings.student_epochs if arm.student else settings.max_epochs
+        for seed in settings.arm_seeds(arm):
+            values = _key_metric_curve(curves[(arm.name, seed)], arm.bundle)
+            if not values:
+                continue
+            best_epoch = max(values, key=lambda point: point[1])[0]
+            if values[-1][0] < cap:
+                stopped.append(f"{arm.label} seed {seed} (epoch {values[-1][0]} of {cap})")
+            elif best_epoch == values[-1][0]:
+                capped.append(f"{arm.label} seed {seed}")
+    lines = []
+    if capped:
+        lines.append(
+            f"**Still improving at the epoch cap:** {', '.join(capped)}: the best validation key metric came at the "
+            "last allowed epoch, so the cap and not a plateau ended these trainings, and longer training may change "
+            "their figures (raise it with `--max_epochs` / `--student_epochs`)."
+        )
+    if stopped:
+        lines.append(f"Stopped early (no better validation key metric): {', '.join(stopped)}.")
+    return [*lines, ""] if lines else []
 
 
 def _datalist_counts(datalist: dict) -> str:
@@ -537,6 +568,7 @@ def _report(
         "",
         *_table(comparison, settings, curves),
         "",
+        *_stopping_lines(settings, curves),
     ]  # fmt: skip
     lines += _difference_lines(comparison, settings)
     lines += _training_statistics(settings, curves)

@@ -7,7 +7,7 @@ from pathlib import Path
 import fire
 import pytest
 
-from cxrkd_monai.bundle.commands import bundle_arguments, bundle_command, run_bundle_in_process
+from cxrkd_monai.bundle.commands import bundle_arguments, bundle_command, run_bundle_in_process, run_bundle_subprocess
 from tests.conftest import VKD_CONFIGS
 
 BUNDLE = Path("bundles") / "cxr_aals_fracture_detection"
@@ -48,3 +48,18 @@ def test_an_in_process_run_appends_its_records_to_the_log_and_a_failure_names_it
     assert "int('not a number')" in str(raised.value.__cause__)  # the bundle's own error, chained
     assert "reached step 1" in log.read_text() and "reached step 2" in log.read_text()  # appended, not replaced
     assert all(not isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers)  # detached again
+
+
+@pytest.mark.slow
+def test_a_subprocess_run_appends_its_output_to_the_log_and_a_failure_quotes_it(tmp_path):
+    say = "$logging.getLogger('tiny_bundle').warning('reached step ' + str(@step))"
+    log = tmp_path / "logs" / "run.log"
+    assert run_bundle_subprocess(_tiny_bundle(tmp_path / "bundle", [say]), ["run.json"], log, step=1) > 0.0
+    text = log.read_text()
+    assert text.startswith(f"$ {sys.executable} -m monai.bundle run --config_file") and "reached step 1" in text
+
+    broken = _tiny_bundle(tmp_path / "broken", [say, "$int('not a number')"])
+    with pytest.raises(RuntimeError, match=r"broken \['run.json'\] failed \(exit 1\); log .*run.log") as raised:
+        run_bundle_subprocess(broken, ["run.json"], log, step=2)
+    assert "reached step 2" in str(raised.value) and "not a number" in str(raised.value)  # the log's end, quoted
+    assert "reached step 1" in log.read_text()  # appended, not replaced

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrkd_monai.jobs.results import ARMS, ResultsSettings, run_results, subsample_datalist, vkd_datalist_from
+from cxrkd_monai.jobs.results import (
+    ARMS,
+    ResultsSettings,
+    _stopping_lines,
+    run_results,
+    subsample_datalist,
+    vkd_datalist_from,
+)
 from cxrkd_monai.report.ground_truth import read_test_truth
 
 
@@ -71,17 +78,35 @@ def test_settings_are_checked():
     assert ResultsSettings(seeds=(2, 5), single_seed_arms=True).arm_seeds(ARMS["fracture"][3]) == [2]
 
 
+def test_the_report_names_trainings_still_improving_at_their_cap_and_those_stopped_early():
+    settings = ResultsSettings(seeds=[0, 1], max_epochs=4, student_epochs=2)
+    rising, falling = [(1, 0.1), (2, 0.2)], [(1, 0.3), (2, 0.2)]
+    curves = {("teacher", 0): {"val_froc": [*rising, (3, 0.3), (4, 0.4)]}, ("teacher", 1): {"val_froc": falling},
+              ("aals", 0): {"val_froc": falling}, ("aals", 1): {"val_froc": rising},
+              ("none", 0): {}, ("none", 1): {"val_auroc": rising},  # no key metric: not judged
+              ("peer", 0): {"val_macro_auroc": falling}, ("peer", 1): {"val_froc": rising}}  # fmt: skip
+    capped, stopped, end = _stopping_lines(settings, curves)
+    # the teacher's and the peer's cap is max_epochs, a student's student_epochs; the peer is judged by its AUROC
+    assert capped.startswith("**Still improving at the epoch cap:** teacher (stage 1) seed 0, student, AALS seed 1:")
+    assert stopped == ("Stopped early (no better validation key metric): teacher (stage 1) seed 1 (epoch 2 of 4), "
+                       "peer: image-level classifier seed 0 (epoch 2 of 4).")
+    assert end == "" and _stopping_lines(settings, {key: {} for key in curves}) == []
+
+
 TINY = {"image_size": 64, "max_epochs": 1, "student_epochs": 1, "num_resamples": 50, "single_seed_arms": False}
 
 
 @pytest.mark.slow
 def test_fracture_task_trains_every_arm_scores_as_the_bundles_and_resumes(phantom, tmp_path):
     """Teacher, AALS and no-sharpening students and the peer classifier on the phantom, one seed, pretrained
-    EfficientNet-Lite0 from the packaged weights; the scores equal each evaluation's metrics.json."""
+    EfficientNet-Lite0 from the packaged weights; the scores equal each evaluation's metrics.json. The steps run in
+    this process (the subprocess runner is tested in ``tests/bundle/test_commands.py``); the rerun, which finds
+    every step done, takes the default subprocess runner."""
     out, report = tmp_path / "results", tmp_path / "results.md"
     figures = run_results(
-        "fracture", str(out), datalist=str(phantom / "datalist_fracture.json"), report=str(report), seeds=[0], **TINY
-    )
+        "fracture", str(out), datalist=str(phantom / "datalist_fracture.json"), report=str(report), seeds=[0],
+        in_process=True, **TINY,
+    )  # fmt: skip
     assert set(figures["runs"]) == {"teacher seed 0", "aals seed 0", "none seed 0", "peer seed 0"}
     for arm, key in (("teacher", "val_froc"), ("aals", "val_froc"), ("peer", "val_macro_auroc")):
         metrics = json.loads((out / "test" / f"{arm}_seed0" / "metrics.json").read_text())

@@ -1,6 +1,5 @@
-"""The results job's VKD task (VKD against its image-only baseline, seeds, patient-level paired intervals), its
-steps run in the test's process (``in_process``); the fracture task runs them as subprocesses in
-``test_results.py``."""
+"""The results job's VKD task: VKD against its image-only baseline, seeds, patient-level paired intervals; its
+steps run in the test's process (``in_process``)."""
 
 import json
 
