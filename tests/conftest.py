@@ -8,15 +8,19 @@ through ``pythonpath`` in ``pyproject.toml``); pytest itself provides the fixtur
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from cxrkd_monai.jobs.demo import run_demo
 from cxrkd_monai.phantom import generate_phantom_dataset
 from cxrkd_monai.transforms import LetterboxGeometry
 
@@ -67,6 +71,38 @@ def phantom(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("phantom")
     generate_phantom_dataset(root, num_patients=16, seed=3, image_size=PHANTOM_SIZE)
     return root
+
+
+# About half a minute on 2 CPU cores; enough patients and epochs that the test AUROCs are not all 0.5.
+TINY_DEMO = {
+    "num_patients": 24,
+    "phantom_size": 64,
+    "vkd_image_size": 64,
+    "vkd_epochs": 2,
+    "batch_size": 8,
+    "aals_image_size": 64,
+    "aals_teacher_epochs": 3,
+    "aals_student_epochs": 1,
+}
+
+
+class TinyDemo(NamedTuple):
+    """A finished :func:`run_demo`: its output folder, the figures it returned and what it printed."""
+
+    output_dir: Path
+    figures: dict
+    printed: str
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> TinyDemo:
+    """``run_demo`` with :data:`TINY_DEMO` settings, once per test process (the report, hand-over and Deploy app
+    tests read it)."""
+    output_dir = tmp_path_factory.mktemp("demo_output")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        figures = run_demo(output_dir=str(output_dir), **TINY_DEMO)
+    return TinyDemo(output_dir, figures, printed.getvalue())
 
 
 def config_workflow(

@@ -444,7 +444,7 @@ def test_both_apps_on_the_demo_dicom_studies_carry_the_bundle_predictions_and_th
     demo's bundle run a batch of three. Its SR equals the bundle's inference on that one file to 4 decimals, and
     predictions.csv within 5 standard errors of the difference of two such means.
     """
-    demo_dir, figures = tiny_demo
+    demo_dir, figures, _ = tiny_demo
     results = run_demo_apps(demo_dir)
     dicom_datalist = demo_dir / "dicom" / "datalist.json"
     studies = [dicom_datalist.parent / relative for relative in json.loads(dicom_datalist.read_text())["test"]]

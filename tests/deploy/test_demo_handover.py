@@ -53,7 +53,7 @@ def same_figure(value, reference) -> bool:
 
 @pytest.mark.parametrize("name", sorted(EVALUATIONS))
 def test_exported_bundle_reproduces_the_demo_test_figures_from_its_own_evaluate_json(tiny_demo, tmp_path, name):
-    demo_dir, figures = tiny_demo
+    demo_dir, figures, _ = tiny_demo
     bundle = Path(figures["bundles"][name])
     configs, (task, variant), demo_eval = EVALUATIONS[name]
     workflow = config_workflow(
@@ -85,7 +85,7 @@ def test_exported_bundle_reproduces_the_demo_test_figures_from_its_own_evaluate_
 
 
 def test_exported_bundles_pass_the_source_bundle_checks_and_label_their_figures_synthetic(tiny_demo):
-    demo_dir, figures = tiny_demo
+    demo_dir, figures, _ = tiny_demo
     assert set(figures["bundles"]) == {"cxr_vkd_classification", "cxr_aals_fracture_detection"}
     printed = (demo_dir / "results.txt").read_text()
     class_names = json.loads((demo_dir / "data" / "datalist_vkd.json").read_text())["class_names"]
@@ -114,7 +114,7 @@ def test_exported_bundles_pass_the_source_bundle_checks_and_label_their_figures_
 
 
 def test_exported_bundles_ran_on_the_demo_dicom_studies(tiny_demo):
-    demo_dir, figures = tiny_demo
+    demo_dir, figures, _ = tiny_demo
     datalist = demo_dir / "dicom" / "datalist.json"
     dicom_files = [str(datalist.parent / relative) for relative in json.loads(datalist.read_text())["test"]]
     test_items = json.loads((demo_dir / "data" / "datalist_vkd.json").read_text())["test"]
@@ -147,7 +147,7 @@ def test_exported_bundles_ran_on_the_demo_dicom_studies(tiny_demo):
 
 
 def test_the_demo_fracture_findings_name_the_operating_point_and_call_at_it(tiny_demo):
-    demo_dir, figures = tiny_demo
+    demo_dir, figures, _ = tiny_demo
     bundle = Path(figures["bundles"]["cxr_aals_fracture_detection"])
     calibration = Calibration.load(bundle / "models" / "calibration.json")
     # the exported student's own calibration, fitted on validation when it was the best model

@@ -6,26 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cxrkd_monai.jobs.demo import run_demo
-
 pytestmark = pytest.mark.slow
 
-# the smallest demo whose test split still holds positives of every VKD finding and fractures to find
-TINY_DEMO = {
-    "num_patients": 24,
-    "phantom_size": 64,
-    "vkd_image_size": 64,
-    "vkd_epochs": 1,
-    "batch_size": 8,
-    "aals_image_size": 64,
-    "aals_teacher_epochs": 1,
-    "aals_student_epochs": 1,
-}
 
-
-def test_demo_ends_with_both_reports(tmp_path, capsys):
-    figures = run_demo(output_dir=str(tmp_path), **TINY_DEMO)
-    printed = capsys.readouterr().out
+def test_demo_ends_with_both_reports(tiny_demo):
+    _, figures, printed = tiny_demo
     names = {"VKD against its image-only baseline", "AALS student against the stage-1 teacher"}
     assert set(figures["reports"]) == names
     tail = printed[printed.index("Total demo time") :]  # the reports come after the demo's own figures
