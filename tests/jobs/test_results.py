@@ -7,6 +7,8 @@ from PIL import Image
 
 from cxrkd_monai.jobs.results import (
     ARMS,
+    DEFAULT_DATA,
+    REPO_ROOT,
     ResultsSettings,
     _stopping_lines,
     run_results,
@@ -65,6 +67,11 @@ def test_peer_datalist_holds_the_record_labels_of_every_image_and_nothing_else()
         {"image": "n", "patient_id": "n", "label": [0.0], "report": ""},
     ]
     assert [len(peer[s]) for s in ("validation", "test")] == [1, 1]
+
+
+def test_the_fracatlas_defaults_are_the_checkouts_docs_and_shared_data():
+    assert (REPO_ROOT / "Makefile").is_file() and (REPO_ROOT / "docs" / "results.md").is_file()
+    assert REPO_ROOT.parent / "shared" / "data" / "fracatlas_dev" == DEFAULT_DATA
 
 
 def test_settings_are_checked():
